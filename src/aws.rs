@@ -1,0 +1,83 @@
+//! AWS clients, built once per run from the standard configuration chain.
+
+use anyhow::{anyhow, Context, Result};
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use std::time::Duration;
+
+/// Connection settings from the command line; everything unset falls back to
+/// the standard AWS chain (env, profile, SSO, IMDS).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// One client per service, sharing one credentials cache and HTTP connector.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub region: String,
+    pub account: String,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+}
+
+impl Clients {
+    /// Loads configuration and resolves the account with one STS call, so a
+    /// missing credential or region fails here, before anything is touched.
+    pub async fn connect(opts: &ConnectOptions) -> Result<Self> {
+        let sdk = load_sdk_config(opts).await;
+        let region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| anyhow!("no AWS region is configured: pass --region or set AWS_REGION (or a region in your AWS profile)"))?;
+        let sts = aws_sdk_sts::Client::new(&sdk);
+        let who = sts.get_caller_identity().send().await.map_err(|e| {
+            anyhow!(
+                "cannot identify the AWS account (sts:GetCallerIdentity failed: {}); check your credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or `aws sso login`)",
+                DisplayErrorContext(&e)
+            )
+        })?;
+        let account = who
+            .account()
+            .context("sts:GetCallerIdentity returned no account id")?
+            .to_string();
+        // Path-style addressing: virtual-host names do not resolve on an
+        // emulator at 127.0.0.1/localhost.
+        let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(opts.endpoint_url.is_some() || sdk.endpoint_url().is_some())
+            .build();
+        Ok(Self {
+            region,
+            account,
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3_conf),
+            iam: aws_sdk_iam::Client::new(&sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+        })
+    }
+}
+
+async fn load_sdk_config(opts: &ConnectOptions) -> aws_config::SdkConfig {
+    // Adaptive retry backs off on throttling across all calls of a client,
+    // which matters for API Gateway's and IAM's low control-plane quotas.
+    let retry = RetryConfig::adaptive()
+        .with_max_attempts(10)
+        .with_initial_backoff(Duration::from_millis(200))
+        .with_max_backoff(Duration::from_secs(20));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry);
+    if let Some(region) = &opts.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(profile) = &opts.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(url) = &opts.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}

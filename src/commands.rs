@@ -1,0 +1,294 @@
+//! The commands: wiring CLI → clients → engine → output.
+
+use crate::aws::{Clients, ConnectOptions};
+use crate::cli::{Cli, Command, Output};
+use crate::engine::context::Cx;
+use crate::engine::progress::Progress;
+use crate::engine::state::{self, State, StackLock, StatePaths};
+use crate::engine::{Action, Engine, Entry, Mode, Report};
+use crate::stack::{self, ids, Settings};
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_CHANGES: u8 = 2;
+/// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+pub async fn run(cli: Cli) -> Result<u8> {
+    let c = &cli.common;
+    stack::validate_suffix(&c.suffix)?;
+    let paths = StatePaths::new(&c.state_dir, &c.suffix);
+    match cli.command {
+        Command::Outputs { show_secrets } => outputs(&paths, c.output, show_secrets),
+        Command::Up => reconcile(&cli, &paths, Mode::Up).await,
+        Command::Plan => reconcile(&cli, &paths, Mode::Plan).await,
+        Command::Status => reconcile(&cli, &paths, Mode::Plan).await,
+        Command::Down => reconcile(&cli, &paths, Mode::Down).await,
+    }
+}
+
+fn command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Up => "up",
+        Command::Plan => "plan",
+        Command::Status => "status",
+        Command::Down => "down",
+        Command::Outputs { .. } => "outputs",
+    }
+}
+
+async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
+    let c = &cli.common;
+    let name = command_name(&cli.command);
+    if mode == Mode::Down && !c.yes && !std::io::stdin().is_terminal() {
+        bail!("down deletes every resource of stack '{}' and needs confirmation: pass --yes when not running interactively", c.suffix);
+    }
+    // Mutating runs hold the lock from before reading state until the end.
+    let _lock = match mode {
+        Mode::Up | Mode::Down => Some(StackLock::acquire(&paths.lock, name)?),
+        Mode::Plan => None,
+    };
+    let prior = state::load(&paths.file)?;
+    let aws = Clients::connect(&ConnectOptions {
+        region: c.region.clone(),
+        profile: c.profile.clone(),
+        endpoint_url: c.endpoint_url.clone(),
+    })
+    .await?;
+    let state = match prior {
+        Some(s) => {
+            s.check_matches(&paths.file, &c.suffix, &aws.region, &aws.account)?;
+            s
+        }
+        None => State::new(&c.suffix, &aws.region, &aws.account),
+    };
+    let settings = Settings {
+        suffix: c.suffix.clone(),
+        region: aws.region.clone(),
+        account: aws.account.clone(),
+    };
+    if mode == Mode::Down && !c.yes {
+        confirm_down(&settings)?;
+    }
+    let resources = stack::define(&settings);
+    let labels: Vec<(String, &'static str)> = resources.iter().map(|r| (r.id().to_string(), r.kind())).collect();
+    let verbose = mode != Mode::Plan && c.output == Output::Text;
+    let progress = Arc::new(Progress::new(&labels, verbose));
+    let cx = Cx::new(Arc::new(aws), Arc::new(settings.clone()), progress.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: letting calls in flight finish and saving state; nothing new starts");
+                stop.store(true, Ordering::SeqCst);
+            }
+        })
+    };
+    let engine = Engine::new(resources, state, paths.file.clone(), cx, c.parallel as usize, stop)?;
+    let report = engine.run(mode).await;
+    watcher.abort();
+    if mode == Mode::Plan {
+        progress.clear();
+    }
+    let final_state = engine.state();
+    match (&cli.command, c.output) {
+        (Command::Status, Output::Text) => print_status(&settings, &report),
+        (Command::Plan, Output::Text) => print_plan(&settings, &report),
+        (_, Output::Text) => print_summary(name, &report),
+        (_, Output::Json) => print_json(name, &settings, &report, &final_state)?,
+    }
+    if !report.errors().is_empty() {
+        if c.output == Output::Text {
+            eprintln!("\n{} failed:", name);
+            for e in report.errors() {
+                eprintln!("  {} ({}): {}", e.id, e.kind, e.error.as_deref().unwrap_or(""));
+            }
+        }
+        return Ok(if report.interrupted { EXIT_INTERRUPTED } else { EXIT_ERROR });
+    }
+    if mode == Mode::Up && c.output == Output::Text {
+        println!();
+        print_outputs_text(&final_state, false);
+    }
+    let drift_found = match cli.command {
+        // Adoption only fills the state file: the live stack is in sync.
+        Command::Status => report
+            .entries
+            .iter()
+            .any(|e| matches!(e.action, Action::Update | Action::Create | Action::AfterDependencies)),
+        Command::Plan => report.has_changes(),
+        _ => false,
+    };
+    Ok(if drift_found { EXIT_CHANGES } else { EXIT_OK })
+}
+
+fn confirm_down(s: &Settings) -> Result<()> {
+    eprint!(
+        "This deletes every resource of stack '{}' in {} (account {}), including the events table and the archive bucket's objects.\nType the stack suffix to confirm: ",
+        s.suffix, s.region, s.account
+    );
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).context("cannot read the confirmation")?;
+    if answer.trim() != s.suffix {
+        bail!("not confirmed; nothing was deleted");
+    }
+    Ok(())
+}
+
+fn print_summary(name: &str, r: &Report) {
+    let mut parts = Vec::new();
+    for (label, a) in [
+        ("created", Action::Create),
+        ("updated", Action::Update),
+        ("adopted", Action::Adopt),
+        ("unchanged", Action::NoChange),
+        ("deleted", Action::Delete),
+        ("already gone", Action::Gone),
+        ("failed", Action::Failed),
+        ("skipped", Action::Skipped),
+        ("not started", Action::Cancelled),
+    ] {
+        let n = r.count(a);
+        if n > 0 || matches!(label, "created" | "updated" | "unchanged" | "deleted") {
+            parts.push(format!("{n} {label}"));
+        }
+    }
+    eprintln!("{name}: {} in {:.1}s", parts.join(", "), r.elapsed.as_secs_f64());
+}
+
+fn drift_lines(e: &Entry) -> Vec<String> {
+    e.drift
+        .iter()
+        .map(|d| format!("      {}: {} -> {}", d.field, d.have, d.want))
+        .collect()
+}
+
+fn print_plan(s: &Settings, r: &Report) {
+    println!("Plan for stack {} ({}, account {}):", s.suffix, s.region, s.account);
+    for e in &r.entries {
+        let (sign, what) = match e.action {
+            Action::Create => ("+", "create".to_string()),
+            Action::Update => ("~", "update".to_string()),
+            Action::Adopt => ("=", "adopt (exists, not in state)".to_string()),
+            Action::NoChange => (" ", "no change".to_string()),
+            Action::AfterDependencies => ("?", format!("decided after dependencies ({})", e.error.as_deref().unwrap_or(""))),
+            _ => ("!", format!("{:?}", e.action)),
+        };
+        println!("  {sign} {:<22} {:<15} {what}", e.id, e.kind);
+        for l in drift_lines(e) {
+            println!("{l}");
+        }
+    }
+    println!(
+        "Plan: {} to create, {} to update, {} to adopt, {} unchanged.",
+        r.count(Action::Create),
+        r.count(Action::Update),
+        r.count(Action::Adopt),
+        r.count(Action::NoChange)
+    );
+}
+
+fn status_word(a: &Action) -> &'static str {
+    match a {
+        Action::NoChange | Action::Adopt => "in_sync",
+        Action::Update => "drifted",
+        Action::Create => "missing",
+        Action::AfterDependencies => "unknown",
+        _ => "error",
+    }
+}
+
+fn print_status(s: &Settings, r: &Report) {
+    println!("Stack {} ({}, account {}):", s.suffix, s.region, s.account);
+    for e in &r.entries {
+        let note = if e.action == Action::Adopt { " (not in state; adopted on next up)" } else { "" };
+        println!(
+            "  {:<8} {:<22} {:<15} {}{note}",
+            status_word(&e.action).replace('_', " "),
+            e.id,
+            e.kind,
+            e.physical_id.as_deref().unwrap_or("-")
+        );
+        for l in drift_lines(e) {
+            println!("{l}");
+        }
+    }
+    let drifted = r.count(Action::Update);
+    let missing = r.count(Action::Create) + r.count(Action::AfterDependencies);
+    if !r.errors().is_empty() {
+        println!("{drifted} drifted, {missing} missing, {} could not be checked.", r.errors().len());
+    } else if drifted + missing == 0 {
+        println!("In sync.");
+    } else {
+        println!("{drifted} drifted, {missing} missing.");
+    }
+}
+
+fn print_json(name: &str, s: &Settings, r: &Report, st: &State) -> Result<()> {
+    let resources: Vec<serde_json::Value> = r
+        .entries
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            if name == "status" {
+                v["status"] = json!(status_word(&e.action));
+            }
+            v
+        })
+        .collect();
+    let mut out = json!({
+        "command": name,
+        "stack": s.suffix,
+        "region": s.region,
+        "account": s.account,
+        "resources": resources,
+        "elapsed_seconds": r.elapsed.as_secs_f64(),
+        "changes": r.has_changes(),
+        "errors": r.errors().len(),
+    });
+    if name == "up" && r.errors().is_empty() {
+        out["outputs"] = outputs_json(st, false);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn outputs_json(st: &State, _show_secrets: bool) -> serde_json::Value {
+    let attr = |id: &str, key: &str| st.resources.get(id).and_then(|r| r.attrs.get(key)).cloned();
+    json!({
+        "tableName": attr(ids::TABLE, "name"),
+        "bucketName": attr(ids::BUCKET, "name"),
+    })
+}
+
+fn print_outputs_text(st: &State, show_secrets: bool) {
+    if let serde_json::Value::Object(m) = outputs_json(st, show_secrets) {
+        for (k, v) in m {
+            if let Some(v) = v.as_str() {
+                println!("{k} = {v}");
+            }
+        }
+    }
+}
+
+fn outputs(paths: &StatePaths, output: Output, show_secrets: bool) -> Result<u8> {
+    let Some(st) = state::load(&paths.file)? else {
+        bail!(
+            "no state file {}: run `webhook-deploy up --suffix {}` first (or pass the --state-dir that holds it)",
+            paths.file.display(),
+            paths.file.file_stem().and_then(|s| s.to_str()).unwrap_or("dev")
+        );
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&outputs_json(&st, show_secrets))?),
+        Output::Text => print_outputs_text(&st, show_secrets),
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,287 @@
+//! Dependency-ordered concurrent scheduling.
+//!
+//! Each node starts as soon as all its dependencies have finished, with at
+//! most `parallel` nodes in flight. A failed node skips everything that
+//! depends on it, transitively; unrelated nodes keep going.
+
+use anyhow::{bail, Result};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::task::JoinSet;
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub id: String,
+    pub deps: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Done,
+    Failed(anyhow::Error),
+    /// Not run because a dependency failed or was skipped (named here).
+    Skipped(String),
+    /// Not run because the run was interrupted.
+    Cancelled,
+}
+
+/// Checks that every dependency exists and there is no cycle.
+pub fn validate(nodes: &[Node]) -> Result<()> {
+    let ids: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    if ids.len() != nodes.len() {
+        bail!("duplicate resource id in the stack definition");
+    }
+    for n in nodes {
+        for d in &n.deps {
+            if !ids.contains(d.as_str()) {
+                bail!("resource {} depends on unknown resource {}", n.id, d);
+            }
+        }
+    }
+    let order = topo_order(nodes);
+    if order.len() != nodes.len() {
+        bail!("the stack definition has a dependency cycle");
+    }
+    Ok(())
+}
+
+/// Kahn's order; shorter than the input when there is a cycle.
+pub fn topo_order(nodes: &[Node]) -> Vec<String> {
+    let mut indeg: BTreeMap<&str, usize> = nodes.iter().map(|n| (n.id.as_str(), n.deps.len())).collect();
+    let mut queue: VecDeque<&str> = nodes.iter().filter(|n| n.deps.is_empty()).map(|n| n.id.as_str()).collect();
+    let mut out = Vec::new();
+    while let Some(id) = queue.pop_front() {
+        out.push(id.to_string());
+        for n in nodes.iter().filter(|n| n.deps.iter().any(|d| d == id)) {
+            let e = indeg.entry(n.id.as_str()).or_default();
+            *e -= 1;
+            if *e == 0 {
+                queue.push_back(n.id.as_str());
+            }
+        }
+    }
+    out
+}
+
+/// The same graph with every edge reversed (for deletion).
+pub fn reversed(nodes: &[Node]) -> Vec<Node> {
+    nodes
+        .iter()
+        .map(|n| Node {
+            id: n.id.clone(),
+            deps: nodes
+                .iter()
+                .filter(|m| m.deps.contains(&n.id))
+                .map(|m| m.id.clone())
+                .collect(),
+        })
+        .collect()
+}
+
+/// Runs `work` for every node in dependency order. When `stop` becomes true,
+/// nothing new starts; in-flight work finishes.
+pub async fn run<F, Fut>(
+    nodes: &[Node],
+    parallel: usize,
+    stop: Arc<AtomicBool>,
+    work: F,
+) -> BTreeMap<String, Outcome>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let parallel = parallel.max(1);
+    let mut waiting: BTreeMap<String, BTreeSet<String>> = nodes
+        .iter()
+        .map(|n| (n.id.clone(), n.deps.iter().cloned().collect()))
+        .collect();
+    let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
+    // Ready nodes keep the definition's order, so runs are predictable.
+    let mut ready: VecDeque<String> = VecDeque::new();
+    let take_ready = |waiting: &mut BTreeMap<String, BTreeSet<String>>, ready: &mut VecDeque<String>| {
+        for n in nodes {
+            if waiting.get(&n.id).is_some_and(|d| d.is_empty()) {
+                waiting.remove(&n.id);
+                ready.push_back(n.id.clone());
+            }
+        }
+    };
+    take_ready(&mut waiting, &mut ready);
+    let mut inflight = JoinSet::new();
+    loop {
+        while inflight.len() < parallel && !stop.load(Ordering::SeqCst) {
+            let Some(id) = ready.pop_front() else { break };
+            let fut = work(id.clone());
+            inflight.spawn(async move { (id, fut.await) });
+        }
+        let Some(joined) = inflight.join_next().await else {
+            break;
+        };
+        let (id, res) = match joined {
+            Ok(pair) => pair,
+            Err(e) => {
+                // A panicking task cannot name itself; report it and stop scheduling.
+                results.insert(format!("<task {}>", e.id()), Outcome::Failed(anyhow::anyhow!("internal error: {e}")));
+                stop.store(true, Ordering::SeqCst);
+                continue;
+            }
+        };
+        match res {
+            Ok(()) => {
+                for deps in waiting.values_mut() {
+                    deps.remove(&id);
+                }
+                results.insert(id, Outcome::Done);
+                take_ready(&mut waiting, &mut ready);
+            }
+            Err(e) => {
+                results.insert(id.clone(), Outcome::Failed(e));
+                skip_dependents(&id, &mut waiting, &mut results);
+            }
+        }
+    }
+    for id in ready.into_iter().chain(waiting.into_keys()) {
+        results.entry(id).or_insert(Outcome::Cancelled);
+    }
+    results
+}
+
+fn skip_dependents(failed: &str, waiting: &mut BTreeMap<String, BTreeSet<String>>, results: &mut BTreeMap<String, Outcome>) {
+    let mut frontier = vec![failed.to_string()];
+    while let Some(f) = frontier.pop() {
+        let hit: Vec<String> = waiting
+            .iter()
+            .filter(|(_, deps)| deps.contains(&f))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in hit {
+            waiting.remove(&id);
+            results.insert(id.clone(), Outcome::Skipped(f.clone()));
+            frontier.push(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    fn node(id: &str, deps: &[&str]) -> Node {
+        Node {
+            id: id.into(),
+            deps: deps.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    fn diamond() -> Vec<Node> {
+        vec![node("a", &[]), node("b", &["a"]), node("c", &["a"]), node("d", &["b", "c"]), node("e", &[])]
+    }
+
+    #[tokio::test]
+    async fn runs_in_dependency_order() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let res = run(&diamond(), 4, Arc::default(), move |id| {
+            let l = l.clone();
+            async move {
+                l.lock().unwrap().push(format!("start {id}"));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                l.lock().unwrap().push(format!("end {id}"));
+                Ok(())
+            }
+        })
+        .await;
+        assert!(res.values().all(|o| matches!(o, Outcome::Done)));
+        let log = log.lock().unwrap().clone();
+        let pos = |s: &str| log.iter().position(|x| x == s).unwrap();
+        assert!(pos("end a") < pos("start b"));
+        assert!(pos("end a") < pos("start c"));
+        assert!(pos("end b") < pos("start d"));
+        assert!(pos("end c") < pos("start d"));
+        // Independent roots start together, b and c run concurrently.
+        assert!(pos("start e") < pos("end a"));
+        assert!(pos("start c") < pos("end b"));
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_bounded() {
+        let nodes: Vec<Node> = (0..12).map(|i| node(&format!("n{i}"), &[])).collect();
+        for limit in [1usize, 3, 5] {
+            let now = Arc::new(AtomicUsize::new(0));
+            let peak = Arc::new(AtomicUsize::new(0));
+            let (n2, p2) = (now.clone(), peak.clone());
+            run(&nodes, limit, Arc::default(), move |_| {
+                let (now, peak) = (n2.clone(), p2.clone());
+                async move {
+                    let c = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(c, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .await;
+            assert_eq!(peak.load(Ordering::SeqCst), limit, "limit {limit}");
+        }
+    }
+
+    #[tokio::test]
+    async fn failure_skips_only_dependents() {
+        let ran = Arc::new(Mutex::new(BTreeSet::new()));
+        let r = ran.clone();
+        let res = run(&diamond(), 2, Arc::default(), move |id| {
+            let r = r.clone();
+            async move {
+                r.lock().unwrap().insert(id.clone());
+                if id == "b" {
+                    anyhow::bail!("boom");
+                }
+                Ok(())
+            }
+        })
+        .await;
+        assert!(matches!(res["a"], Outcome::Done));
+        assert!(matches!(res["b"], Outcome::Failed(_)));
+        assert!(matches!(res["c"], Outcome::Done));
+        assert!(matches!(&res["d"], Outcome::Skipped(by) if by == "b"));
+        assert!(matches!(res["e"], Outcome::Done));
+        assert!(!ran.lock().unwrap().contains("d"));
+    }
+
+    #[tokio::test]
+    async fn stop_prevents_new_work() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let res = run(&diamond(), 1, stop, move |id| {
+            let s = s.clone();
+            async move {
+                if id == "a" {
+                    s.store(true, Ordering::SeqCst);
+                }
+                Ok(())
+            }
+        })
+        .await;
+        assert!(matches!(res["a"], Outcome::Done));
+        assert!(["b", "c", "d", "e"].iter().all(|k| matches!(res[*k], Outcome::Cancelled)));
+    }
+
+    #[test]
+    fn validate_rejects_unknown_deps_and_cycles() {
+        assert!(validate(&diamond()).is_ok());
+        assert!(validate(&[node("a", &["zz"])]).is_err());
+        assert!(validate(&[node("a", &["b"]), node("b", &["a"])]).is_err());
+    }
+
+    #[test]
+    fn reversed_graph_deletes_dependents_first() {
+        let order = topo_order(&reversed(&diamond()));
+        let pos = |s: &str| order.iter().position(|x| x == s).unwrap();
+        assert!(pos("d") < pos("b") && pos("b") < pos("a") && pos("c") < pos("a"));
+    }
+}

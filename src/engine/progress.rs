@@ -1,0 +1,87 @@
+//! Progress: one live line per resource on a terminal, plain timestamped
+//! lines otherwise. Everything goes to stderr; stdout carries results.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+pub struct Progress {
+    start: Instant,
+    mode: Mode,
+}
+
+enum Mode {
+    Bars { _multi: MultiProgress, bars: HashMap<String, ProgressBar> },
+    Plain,
+    Quiet,
+}
+
+impl Progress {
+    /// `ids` in display order; `verbose` asks for plain lines when stderr is
+    /// not a terminal (mutating commands want a log, read-only ones do not).
+    pub fn new(ids: &[(String, &'static str)], verbose: bool) -> Self {
+        let start = Instant::now();
+        let mode = if std::io::stderr().is_terminal() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            let style = ProgressStyle::with_template("{spinner:.cyan} {prefix:<22.bold} {msg} {elapsed:.dim}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner())
+                .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ");
+            let bars = ids
+                .iter()
+                .map(|(id, _)| {
+                    let bar = multi.add(ProgressBar::new_spinner());
+                    bar.set_style(style.clone());
+                    bar.set_prefix(id.clone());
+                    bar.set_message("waiting");
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    (id.clone(), bar)
+                })
+                .collect();
+            Mode::Bars { _multi: multi, bars }
+        } else if verbose {
+            Mode::Plain
+        } else {
+            Mode::Quiet
+        };
+        Self { start, mode }
+    }
+
+    pub fn set(&self, id: &str, msg: String) {
+        match &self.mode {
+            Mode::Bars { bars, .. } => {
+                if let Some(b) = bars.get(id) {
+                    b.set_message(msg);
+                }
+            }
+            Mode::Plain => self.line(id, &msg),
+            Mode::Quiet => {}
+        }
+    }
+
+    pub fn finish(&self, id: &str, msg: String) {
+        match &self.mode {
+            Mode::Bars { bars, .. } => {
+                if let Some(b) = bars.get(id) {
+                    b.set_style(ProgressStyle::with_template("  {prefix:<22.bold} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    b.finish_with_message(msg);
+                }
+            }
+            Mode::Plain => self.line(id, &msg),
+            Mode::Quiet => {}
+        }
+    }
+
+    /// Removes the live lines (read-only commands print a table instead).
+    pub fn clear(&self) {
+        if let Mode::Bars { bars, .. } = &self.mode {
+            for b in bars.values() {
+                b.finish_and_clear();
+            }
+        }
+    }
+
+    fn line(&self, id: &str, msg: &str) {
+        eprintln!("[{:>6.1}s] {id:<22} {msg}", self.start.elapsed().as_secs_f64());
+    }
+}

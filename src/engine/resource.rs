@@ -1,0 +1,90 @@
+//! The contract every resource kind implements.
+
+use crate::engine::context::Cx;
+use anyhow::Result;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Attributes a resource exposes to its dependents (ARNs, IDs, names).
+pub type Attrs = BTreeMap<String, String>;
+
+/// One field whose live value differs from the desired one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub field: String,
+    pub want: String,
+    pub have: String,
+}
+
+impl Drift {
+    pub fn new(field: &str, want: impl fmt::Display, have: impl fmt::Display) -> Self {
+        Self {
+            field: field.to_string(),
+            want: want.to_string(),
+            have: have.to_string(),
+        }
+    }
+}
+
+/// Compares one field and records a drift when it differs.
+pub fn check<T: PartialEq + Serialize>(drift: &mut Vec<Drift>, field: &str, want: &T, have: &T) {
+    if want != have {
+        let show = |v: &T| serde_json::to_string(v).unwrap_or_default();
+        drift.push(Drift::new(field, show(want), show(have)));
+    }
+}
+
+/// What `read` found: the live object's identity, the attributes dependents
+/// need, and how it differs from the desired spec.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    pub physical_id: String,
+    pub attrs: Attrs,
+    pub drift: Vec<Drift>,
+}
+
+impl Live {
+    pub fn new(physical_id: impl Into<String>) -> Self {
+        Self {
+            physical_id: physical_id.into(),
+            ..Self::default()
+        }
+    }
+    pub fn attr(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.attrs.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+/// The state file's record of one resource.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub kind: String,
+    pub physical_id: String,
+    #[serde(default)]
+    pub attrs: Attrs,
+    /// The desired spec last applied (never secrets).
+    #[serde(default)]
+    pub applied: serde_json::Value,
+}
+
+#[async_trait]
+pub trait Resource: Send + Sync {
+    /// Stable logical id, the key in the state file.
+    fn id(&self) -> &str;
+    fn kind(&self) -> &'static str;
+    /// Logical ids this resource needs (their attributes, or their existence).
+    fn depends_on(&self) -> Vec<String>;
+    /// The desired spec, recorded in state as "applied" (no secrets).
+    fn desired(&self, cx: &Cx) -> Result<serde_json::Value>;
+    /// Finds the live object by recorded id, else by deterministic name or
+    /// tags; `None` when it does not exist. Never mutates.
+    async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>>;
+    async fn create(&self, cx: &Cx) -> Result<Live>;
+    /// Brings an existing object to the desired spec; `live.drift` says what differs.
+    async fn update(&self, cx: &Cx, live: &Live) -> Result<Live>;
+    /// Deletes the object; returns false when it was already gone.
+    async fn delete(&self, cx: &Cx, rec: Option<&Record>) -> Result<bool>;
+}

@@ -1,0 +1,298 @@
+//! The DynamoDB events table: key `eventId` only, on-demand, PITR, SSE,
+//! stream NEW_AND_OLD_IMAGES, TTL on `expiresAt`.
+
+use crate::engine::context::Cx;
+use crate::engine::resource::{check, Drift, Live, Record, Resource};
+use crate::resources::{is_code, retry_while, tags_drift};
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
+    ScalarAttributeType, SseSpecification, SseStatus, StreamSpecification, StreamViewType, Tag,
+    TimeToLiveSpecification, TimeToLiveStatus,
+};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const KEY: &str = "eventId";
+pub const TTL_ATTRIBUTE: &str = "expiresAt";
+
+pub struct EventsTable {
+    id: String,
+}
+
+impl EventsTable {
+    pub fn new(id: &str) -> Self {
+        Self { id: id.into() }
+    }
+
+    fn tags(&self, cx: &Cx) -> BTreeMap<String, String> {
+        cx.stack.tags(&self.id, &cx.stack.table_name())
+    }
+
+    fn aws_tags(&self, cx: &Cx) -> Result<Vec<Tag>> {
+        self.tags(cx)
+            .into_iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(Into::into))
+            .collect()
+    }
+}
+
+fn live(name: &str, arn: &str, stream_arn: Option<&str>) -> Live {
+    let mut l = Live::new(name).attr("name", name).attr("arn", arn);
+    if let Some(s) = stream_arn {
+        l = l.attr("stream_arn", s);
+    }
+    l
+}
+
+#[async_trait]
+impl Resource for EventsTable {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> &'static str {
+        "dynamodb-table"
+    }
+    fn depends_on(&self) -> Vec<String> {
+        vec![]
+    }
+    fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
+        Ok(json!({
+            "name": cx.stack.table_name(),
+            "key": KEY,
+            "billing_mode": "PAY_PER_REQUEST",
+            "point_in_time_recovery": true,
+            "sse": true,
+            "stream": "NEW_AND_OLD_IMAGES",
+            "ttl_attribute": TTL_ATTRIBUTE,
+            "tags": self.tags(cx),
+        }))
+    }
+
+    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+        let db = &cx.aws.dynamodb;
+        let name = cx.stack.table_name();
+        let arn = cx.stack.table_arn();
+        let (table, backups, ttl, tags) = tokio::join!(
+            db.describe_table().table_name(&name).send(),
+            db.describe_continuous_backups().table_name(&name).send(),
+            db.describe_time_to_live().table_name(&name).send(),
+            db.list_tags_of_resource().resource_arn(&arn).send()
+        );
+        let table = match table {
+            Ok(t) => t,
+            Err(e) if is_code(&e, &["ResourceNotFoundException"]) => return Ok(None),
+            Err(e) => return Err(e).context("dynamodb:DescribeTable failed"),
+        };
+        let t = table.table().context("dynamodb:DescribeTable returned no table")?;
+        let key: Vec<(String, String)> = t
+            .key_schema()
+            .iter()
+            .map(|k| (k.attribute_name().to_string(), k.key_type().as_str().to_string()))
+            .collect();
+        if key != [(KEY.to_string(), "HASH".to_string())] {
+            bail!(
+                "table {name} exists with key schema {key:?} but the stack needs partition key {KEY} only; a key cannot be changed in place: migrate or delete the table, then run up again"
+            );
+        }
+        let stream = t.stream_specification();
+        let stream_arn = t.latest_stream_arn();
+        let mut l = live(&name, t.table_arn().unwrap_or(&arn), stream_arn);
+        let d = &mut l.drift;
+        let billing = t
+            .billing_mode_summary()
+            .and_then(|b| b.billing_mode())
+            .map(|b| b.as_str().to_string())
+            .unwrap_or_else(|| "PROVISIONED".into());
+        check(d, "billing_mode", &"PAY_PER_REQUEST".to_string(), &billing);
+        let sse = t.sse_description().and_then(|s| s.status()).is_some_and(|s| *s == SseStatus::Enabled);
+        check(d, "sse", &true, &sse);
+        let stream_view = stream
+            .filter(|s| s.stream_enabled())
+            .and_then(|s| s.stream_view_type())
+            .map(|v| v.as_str().to_string());
+        check(d, "stream", &Some("NEW_AND_OLD_IMAGES".to_string()), &stream_view);
+        let pitr = backups
+            .context("dynamodb:DescribeContinuousBackups failed")?
+            .continuous_backups_description()
+            .and_then(|c| c.point_in_time_recovery_description())
+            .and_then(|p| p.point_in_time_recovery_status())
+            .map(|s| s.as_str() == "ENABLED")
+            .unwrap_or(false);
+        check(d, "point_in_time_recovery", &true, &pitr);
+        let ttl = ttl.context("dynamodb:DescribeTimeToLive failed")?;
+        let ttl = ttl.time_to_live_description();
+        let ttl_on = ttl
+            .filter(|t| matches!(t.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)))
+            .and_then(|t| t.attribute_name())
+            .map(str::to_string);
+        check(d, "ttl_attribute", &Some(TTL_ATTRIBUTE.to_string()), &ttl_on);
+        let have_tags: BTreeMap<String, String> = tags
+            .context("dynamodb:ListTagsOfResource failed")?
+            .tags()
+            .iter()
+            .map(|t| (t.key().to_string(), t.value().to_string()))
+            .collect();
+        d.extend(tags_drift(&self.tags(cx), &have_tags));
+        Ok(Some(l))
+    }
+
+    async fn create(&self, cx: &Cx) -> Result<Live> {
+        let db = &cx.aws.dynamodb;
+        let name = cx.stack.table_name();
+        let created = db
+            .create_table()
+            .table_name(&name)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(KEY)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(KeySchemaElement::builder().attribute_name(KEY).key_type(KeyType::Hash).build()?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .sse_specification(SseSpecification::builder().enabled(true).build())
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()?,
+            )
+            .set_tags(Some(self.aws_tags(cx)?))
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // An interrupted earlier run created it: converge it instead.
+            Err(e) if is_code(&e, &["ResourceInUseException"]) => {
+                let l = self.read(cx, None).await?.context("table exists but cannot be read")?;
+                return self.update(cx, &l).await;
+            }
+            Err(e) => return Err(e).context("dynamodb:CreateTable failed"),
+        }
+        cx.say("waiting for the table to become ACTIVE");
+        db.wait_until_table_exists()
+            .table_name(&name)
+            .wait(Duration::from_secs(600))
+            .await
+            .context("the table did not become ACTIVE within 10 minutes")?;
+        self.enable_pitr(cx).await?;
+        self.enable_ttl(cx).await?;
+        self.read(cx, None).await?.context("the table vanished right after creation")
+    }
+
+    async fn update(&self, cx: &Cx, l: &Live) -> Result<Live> {
+        let db = &cx.aws.dynamodb;
+        let name = cx.stack.table_name();
+        let mut table_update = db.update_table().table_name(&name);
+        let mut needs_table_update = false;
+        for Drift { field, .. } in &l.drift {
+            match field.as_str() {
+                "billing_mode" => {
+                    table_update = table_update.billing_mode(BillingMode::PayPerRequest);
+                    needs_table_update = true;
+                }
+                "sse" => {
+                    table_update = table_update.sse_specification(SseSpecification::builder().enabled(true).build());
+                    needs_table_update = true;
+                }
+                "stream" => {
+                    table_update = table_update.stream_specification(
+                        StreamSpecification::builder()
+                            .stream_enabled(true)
+                            .stream_view_type(StreamViewType::NewAndOldImages)
+                            .build()?,
+                    );
+                    needs_table_update = true;
+                }
+                "point_in_time_recovery" => self.enable_pitr(cx).await?,
+                "ttl_attribute" => self.enable_ttl(cx).await?,
+                "tags" => {
+                    db.tag_resource()
+                        .resource_arn(cx.stack.table_arn())
+                        .set_tags(Some(self.aws_tags(cx)?))
+                        .send()
+                        .await
+                        .context("dynamodb:TagResource failed")?;
+                }
+                _ => {}
+            }
+        }
+        if needs_table_update {
+            table_update.send().await.context("dynamodb:UpdateTable failed")?;
+            cx.say("waiting for the table update to finish");
+            db.wait_until_table_exists()
+                .table_name(&name)
+                .wait(Duration::from_secs(600))
+                .await
+                .context("the table did not become ACTIVE within 10 minutes")?;
+        }
+        let mut after = self.read(cx, None).await?.context("the table vanished during update")?;
+        // Report the drift that was repaired, not what is left (nothing).
+        after.drift.clear();
+        Ok(after)
+    }
+
+    async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
+        let db = &cx.aws.dynamodb;
+        let name = cx.stack.table_name();
+        match db.delete_table().table_name(&name).send().await {
+            Ok(_) => {}
+            Err(e) if is_code(&e, &["ResourceNotFoundException"]) => return Ok(false),
+            Err(e) => return Err(e).context("dynamodb:DeleteTable failed"),
+        }
+        cx.say("waiting for the table to be deleted");
+        db.wait_until_table_not_exists()
+            .table_name(&name)
+            .wait(Duration::from_secs(600))
+            .await
+            .context("the table was not deleted within 10 minutes")?;
+        Ok(true)
+    }
+}
+
+impl EventsTable {
+    async fn enable_pitr(&self, cx: &Cx) -> Result<()> {
+        let db = &cx.aws.dynamodb;
+        let name = cx.stack.table_name();
+        let spec = PointInTimeRecoverySpecification::builder()
+            .point_in_time_recovery_enabled(true)
+            .build()?;
+        // Right after CreateTable, backups may not be available yet.
+        retry_while(
+            cx,
+            &["ContinuousBackupsUnavailableException"],
+            Duration::from_secs(300),
+            "continuous backups to become available",
+            || {
+                db.update_continuous_backups()
+                    .table_name(&name)
+                    .point_in_time_recovery_specification(spec.clone())
+                    .send()
+            },
+        )
+        .await
+        .context("dynamodb:UpdateContinuousBackups failed")?;
+        Ok(())
+    }
+
+    async fn enable_ttl(&self, cx: &Cx) -> Result<()> {
+        cx.aws
+            .dynamodb
+            .update_time_to_live()
+            .table_name(cx.stack.table_name())
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(TTL_ATTRIBUTE)
+                    .build()?,
+            )
+            .send()
+            .await
+            .context("dynamodb:UpdateTimeToLive failed")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,238 @@
+//! IAM execution role of one Lambda function, with its inline policy.
+
+use crate::engine::context::Cx;
+use crate::engine::resource::{Drift, Live, Record, Resource};
+use crate::resources::{is_code, tags_drift};
+use crate::stack::{ids, role_policy, Function};
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+pub const POLICY_NAME: &str = "webhook-deploy";
+
+pub struct FunctionRole {
+    id: String,
+    function: Function,
+}
+
+impl FunctionRole {
+    pub fn new(id: &str, function: Function) -> Self {
+        Self {
+            id: id.into(),
+            function,
+        }
+    }
+
+    fn name(&self, cx: &Cx) -> String {
+        cx.stack.role_name(self.function)
+    }
+
+    fn trust_policy() -> Value {
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": { "Service": "lambda.amazonaws.com" },
+                "Action": "sts:AssumeRole",
+            }],
+        })
+    }
+
+    fn policy(&self, cx: &Cx) -> Result<Value> {
+        let stream_arn = cx.attr(ids::TABLE, "stream_arn")?;
+        Ok(role_policy(&cx.stack, self.function, &stream_arn))
+    }
+
+    fn tags(&self, cx: &Cx) -> BTreeMap<String, String> {
+        cx.stack.tags(&self.id, &self.name(cx))
+    }
+
+    fn live(&self, cx: &Cx, arn: &str) -> Live {
+        let name = self.name(cx);
+        Live::new(&name).attr("name", &name).attr("arn", arn)
+    }
+}
+
+/// IAM returns policy documents URL-encoded; compare them as JSON.
+fn decode_policy(doc: &str) -> Value {
+    let text = urlencoding::decode(doc).map(|c| c.into_owned()).unwrap_or_else(|_| doc.to_string());
+    serde_json::from_str(&text).unwrap_or(Value::String(text))
+}
+
+#[async_trait]
+impl Resource for FunctionRole {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> &'static str {
+        "iam-role"
+    }
+    fn depends_on(&self) -> Vec<String> {
+        // The policy names the table, its stream, the bucket and the log group.
+        vec![ids::TABLE.into(), ids::BUCKET.into(), ids::log_group(self.function)]
+    }
+    fn desired(&self, cx: &Cx) -> Result<Value> {
+        Ok(json!({
+            "name": self.name(cx),
+            "assume_role_policy": Self::trust_policy(),
+            "policy": self.policy(cx)?,
+            "tags": self.tags(cx),
+        }))
+    }
+
+    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+        let iam = &cx.aws.iam;
+        let name = self.name(cx);
+        let (role, policy, tags) = tokio::join!(
+            iam.get_role().role_name(&name).send(),
+            iam.get_role_policy().role_name(&name).policy_name(POLICY_NAME).send(),
+            iam.list_role_tags().role_name(&name).send()
+        );
+        let role = match role {
+            Ok(r) => r,
+            Err(e) if is_code(&e, &["NoSuchEntity"]) => return Ok(None),
+            Err(e) => return Err(e).context("iam:GetRole failed"),
+        };
+        let role = role.role().context("iam:GetRole returned no role")?;
+        let mut live = self.live(cx, role.arn());
+        let want_trust = Self::trust_policy();
+        let have_trust = role.assume_role_policy_document().map(decode_policy).unwrap_or(Value::Null);
+        if want_trust != have_trust {
+            live.drift.push(Drift::new("assume_role_policy", &want_trust, &have_trust));
+        }
+        let want_policy = self.policy(cx)?;
+        let have_policy = match policy {
+            Ok(p) => decode_policy(p.policy_document()),
+            Err(e) if is_code(&e, &["NoSuchEntity"]) => Value::Null,
+            Err(e) => return Err(e).context("iam:GetRolePolicy failed"),
+        };
+        if want_policy != have_policy {
+            live.drift.push(Drift::new("policy", &want_policy, &have_policy));
+        }
+        let have_tags: BTreeMap<String, String> = match tags {
+            Ok(t) => t.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
+            Err(e) if is_code(&e, &["NoSuchEntity"]) => BTreeMap::new(),
+            Err(e) => return Err(e).context("iam:ListRoleTags failed"),
+        };
+        live.drift.extend(tags_drift(&self.tags(cx), &have_tags));
+        Ok(Some(live))
+    }
+
+    async fn create(&self, cx: &Cx) -> Result<Live> {
+        let iam = &cx.aws.iam;
+        let name = self.name(cx);
+        let tags: Vec<_> = self
+            .tags(cx)
+            .into_iter()
+            .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build())
+            .collect::<Result<_, _>>()?;
+        let arn = match iam
+            .create_role()
+            .role_name(&name)
+            .description(format!("Execution role of {}", cx.stack.function_name(self.function)))
+            .assume_role_policy_document(Self::trust_policy().to_string())
+            .set_tags(Some(tags))
+            .send()
+            .await
+        {
+            Ok(out) => out.role().map(|r| r.arn().to_string()).context("iam:CreateRole returned no role")?,
+            // Created by an earlier, interrupted run: converge it instead.
+            Err(e) if is_code(&e, &["EntityAlreadyExists"]) => {
+                let live = self.read(cx, None).await?.context("role exists but cannot be read")?;
+                return self.update(cx, &live).await;
+            }
+            Err(e) => return Err(e).context("iam:CreateRole failed"),
+        };
+        self.put_policy(cx).await?;
+        Ok(self.live(cx, &arn))
+    }
+
+    async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {
+        let iam = &cx.aws.iam;
+        let name = self.name(cx);
+        for d in &live.drift {
+            match d.field.as_str() {
+                "assume_role_policy" => {
+                    iam.update_assume_role_policy()
+                        .role_name(&name)
+                        .policy_document(Self::trust_policy().to_string())
+                        .send()
+                        .await
+                        .context("iam:UpdateAssumeRolePolicy failed")?;
+                }
+                "policy" => self.put_policy(cx).await?,
+                "tags" => {
+                    let tags: Vec<_> = self
+                        .tags(cx)
+                        .into_iter()
+                        .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build())
+                        .collect::<Result<_, _>>()?;
+                    iam.tag_role()
+                        .role_name(&name)
+                        .set_tags(Some(tags))
+                        .send()
+                        .await
+                        .context("iam:TagRole failed")?;
+                }
+                _ => {}
+            }
+        }
+        let arn = live.attrs.get("arn").cloned().unwrap_or_default();
+        Ok(self.live(cx, &arn))
+    }
+
+    async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
+        let iam = &cx.aws.iam;
+        let name = self.name(cx);
+        // A role cannot be deleted while it has inline or attached policies.
+        let inline = match iam.list_role_policies().role_name(&name).send().await {
+            Ok(o) => o.policy_names().to_vec(),
+            Err(e) if is_code(&e, &["NoSuchEntity"]) => return Ok(false),
+            Err(e) => return Err(e).context("iam:ListRolePolicies failed"),
+        };
+        for p in inline {
+            match iam.delete_role_policy().role_name(&name).policy_name(&p).send().await {
+                Ok(_) => {}
+                Err(e) if is_code(&e, &["NoSuchEntity"]) => {}
+                Err(e) => return Err(e).context("iam:DeleteRolePolicy failed"),
+            }
+        }
+        let attached = iam
+            .list_attached_role_policies()
+            .role_name(&name)
+            .send()
+            .await
+            .context("iam:ListAttachedRolePolicies failed")?;
+        for p in attached.attached_policies() {
+            if let Some(arn) = p.policy_arn() {
+                iam.detach_role_policy()
+                    .role_name(&name)
+                    .policy_arn(arn)
+                    .send()
+                    .await
+                    .context("iam:DetachRolePolicy failed")?;
+            }
+        }
+        match iam.delete_role().role_name(&name).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_code(&e, &["NoSuchEntity"]) => Ok(false),
+            Err(e) => Err(e).context("iam:DeleteRole failed"),
+        }
+    }
+}
+
+impl FunctionRole {
+    async fn put_policy(&self, cx: &Cx) -> Result<()> {
+        cx.aws
+            .iam
+            .put_role_policy()
+            .role_name(self.name(cx))
+            .policy_name(POLICY_NAME)
+            .policy_document(self.policy(cx)?.to_string())
+            .send()
+            .await
+            .context("iam:PutRolePolicy failed")?;
+        Ok(())
+    }
+}

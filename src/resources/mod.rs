@@ -1,0 +1,75 @@
+//! One module per AWS resource kind.
+
+pub mod dynamodb_table;
+pub mod iam_role;
+pub mod log_group;
+pub mod s3_bucket;
+
+use crate::engine::context::Cx;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// True when the error's code is one of `codes`.
+pub fn is_code<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
+    e.code().is_some_and(|c| codes.contains(&c))
+}
+
+/// Retries `op` while it fails with one of `codes` (an AWS consistency delay
+/// the SDK's own retry does not know about), for at most `limit`, showing
+/// `waiting_for` on the resource's progress line.
+pub async fn retry_while<T, E, F, Fut>(cx: &Cx, codes: &[&str], limit: Duration, waiting_for: &str, mut op: F) -> Result<T, E>
+where
+    E: ProvideErrorMetadata,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match op().await {
+            Err(e) if is_code(&e, codes) && start.elapsed() + delay < limit => {
+                cx.say(format!(
+                    "waiting for {waiting_for} ({}s so far, up to {}s)",
+                    start.elapsed().as_secs(),
+                    limit.as_secs()
+                ));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Tag changes needed to go from `have` to `want`: (to set, keys to remove).
+pub fn tag_delta(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> (BTreeMap<String, String>, Vec<String>) {
+    let set = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // Only our own keys are removed: tags others added are left alone.
+    let remove = have
+        .keys()
+        .filter(|k| !want.contains_key(*k) && k.starts_with("webhook-deploy:"))
+        .cloned()
+        .collect();
+    (set, remove)
+}
+
+/// Compares tags, ignoring keys someone else added (they are not drift).
+pub fn tags_drift(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> Option<crate::engine::resource::Drift> {
+    let (set, remove) = tag_delta(want, have);
+    if set.is_empty() && remove.is_empty() {
+        return None;
+    }
+    let fmt = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let have_sub: BTreeMap<String, String> = have
+        .iter()
+        .filter(|(k, _)| set.contains_key(*k) || remove.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Some(crate::engine::resource::Drift::new("tags", fmt(&set), fmt(&have_sub)))
+}
