@@ -1,0 +1,46 @@
+//! webhook-deploy: one binary that deploys, inspects and tears down the
+//! serverless payment-webhook pipeline by calling the AWS APIs directly.
+
+mod aws;
+mod cli;
+mod commands;
+mod engine;
+#[path = "../embedded-lambdas/src/layout.rs"]
+mod layout;
+mod resources;
+mod stack;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            // Exit 2 means "changes found" here, so usage errors exit 1.
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEBHOOK_DEPLOY_LOG").unwrap_or_else(|_| "warn,aws_config=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(commands::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
