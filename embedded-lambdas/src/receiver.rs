@@ -1,5 +1,7 @@
 //! Receiver: API Gateway proxy request → verified, deduplicated DynamoDB item.
 
+use std::collections::HashMap;
+
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use aws_lambda_events::encodings::Body;
 use aws_sdk_dynamodb::error::SdkError;
@@ -210,20 +212,10 @@ async fn store(
     body: &[u8],
     now: i64,
 ) -> Result<Accepted, Rejection> {
-    let expires_at = now + cfg.ttl_days * 86_400;
     let result = ddb
         .put_item()
         .table_name(&cfg.table_name)
-        .item("eventId", AttributeValue::S(p.event_id.clone()))
-        .item("body", AttributeValue::B(Blob::new(body)))
-        .item(
-            "source",
-            AttributeValue::S(cfg.verifier.scheme().as_str().to_owned()),
-        )
-        .item("eventType", AttributeValue::S(p.event_type.clone()))
-        .item("receivedAt", AttributeValue::S(util::rfc3339(now)))
-        .item("status", AttributeValue::S("received".to_owned()))
-        .item("expiresAt", AttributeValue::N(expires_at.to_string()))
+        .set_item(Some(build_item(cfg, p, body, now)))
         .condition_expression("attribute_not_exists(eventId)")
         .send()
         .await;
@@ -250,6 +242,41 @@ async fn store(
             Err(Rejection::Internal)
         }
     }
+}
+
+/// The DynamoDB item for an accepted event (raw body as a binary attribute,
+/// so it is stored byte for byte).
+pub fn build_item(
+    cfg: &ReceiverConfig,
+    p: &Prepared,
+    body: &[u8],
+    now: i64,
+) -> HashMap<String, AttributeValue> {
+    let expires_at = now + cfg.ttl_days * 86_400;
+    HashMap::from([
+        ("eventId".to_owned(), AttributeValue::S(p.event_id.clone())),
+        ("body".to_owned(), AttributeValue::B(Blob::new(body))),
+        (
+            "source".to_owned(),
+            AttributeValue::S(cfg.verifier.scheme().as_str().to_owned()),
+        ),
+        (
+            "eventType".to_owned(),
+            AttributeValue::S(p.event_type.clone()),
+        ),
+        (
+            "receivedAt".to_owned(),
+            AttributeValue::S(util::rfc3339(now)),
+        ),
+        (
+            "status".to_owned(),
+            AttributeValue::S("received".to_owned()),
+        ),
+        (
+            "expiresAt".to_owned(),
+            AttributeValue::N(expires_at.to_string()),
+        ),
+    ])
 }
 
 fn response(status: i64, body: &Value) -> ApiGatewayProxyResponse {

@@ -97,7 +97,7 @@ pub fn s3_client(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 
 /// Budget for the init-time connection warm-up; it must never hold up init
 /// for long if the endpoint is slow or unreachable.
-const PREWARM_TIMEOUT: Duration = Duration::from_millis(1500);
+const PREWARM_TIMEOUT: Duration = Duration::from_millis(1000);
 
 // Why pre-warm: the SDK keeps HTTPS connections in a per-client pool. The first
 // call on a fresh client pays DNS + TCP + TLS handshake (tens of ms, more from
@@ -109,13 +109,32 @@ const PREWARM_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Opens a pooled connection to DynamoDB during init (DescribeEndpoints is
 /// the cheapest DynamoDB call).
 pub async fn prewarm_dynamodb(client: &aws_sdk_dynamodb::Client) {
-    let _ = tokio::time::timeout(PREWARM_TIMEOUT, client.describe_endpoints().send()).await;
+    // No retries: one attempt is enough to open the connection, and retrying
+    // a failure would only stretch init.
+    let call = client
+        .describe_endpoints()
+        .customize()
+        .config_override(
+            aws_sdk_dynamodb::config::Builder::default()
+                .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled()),
+        )
+        .send();
+    let _ = tokio::time::timeout(PREWARM_TIMEOUT, call).await;
 }
 
 /// Opens a pooled connection to S3 during init (HeadBucket on our bucket, so
 /// the connection goes to the same path-style or virtual host the handler uses).
 pub async fn prewarm_s3(client: &aws_sdk_s3::Client, bucket: &str) {
-    let _ = tokio::time::timeout(PREWARM_TIMEOUT, client.head_bucket().bucket(bucket).send()).await;
+    let call = client
+        .head_bucket()
+        .bucket(bucket)
+        .customize()
+        .config_override(
+            aws_sdk_s3::config::Builder::default()
+                .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
+        )
+        .send();
+    let _ = tokio::time::timeout(PREWARM_TIMEOUT, call).await;
 }
 
 /// Reads a required environment variable.
