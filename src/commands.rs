@@ -156,7 +156,12 @@ fn print_summary(name: &str, r: &Report) {
         ("not started", Action::Cancelled),
     ] {
         let n = r.count(a);
-        if n > 0 || matches!(label, "created" | "updated" | "unchanged" | "deleted") {
+        let always = if name == "down" {
+            &["deleted"][..]
+        } else {
+            &["created", "updated", "unchanged"][..]
+        };
+        if n > 0 || always.contains(&label) {
             parts.push(format!("{n} {label}"));
         }
     }
