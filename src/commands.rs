@@ -71,6 +71,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         suffix: c.suffix.clone(),
         region: aws.region.clone(),
         account: aws.account.clone(),
+        opts: stack::StackOptions::default(),
     };
     if mode == Mode::Down && !c.yes {
         confirm_down(&settings)?;

@@ -14,7 +14,13 @@ pub struct Settings {
     pub suffix: String,
     pub region: String,
     pub account: String,
+    pub opts: StackOptions,
 }
+
+/// Choices the operator makes on the command line that shape the stack.
+/// New options get a field here and a default in `Default`.
+#[derive(Clone, Debug, Default)]
+pub struct StackOptions {}
 
 /// The three Lambda functions of the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +134,10 @@ pub mod ids {
     }
     pub fn role(f: super::Function) -> String {
         format!("{}-role", f.key())
+    }
+    /// Attributes: `name`, `arn`.
+    pub fn function(f: super::Function) -> String {
+        format!("{}-function", f.key())
     }
 }
 
@@ -251,6 +261,7 @@ mod tests {
             suffix: "dev".into(),
             region: "us-east-1".into(),
             account: "123456789012".into(),
+            opts: StackOptions::default(),
         };
         for f in Function::ALL {
             let p = role_policy(&s, f, "arn:aws:dynamodb:us-east-1:123456789012:table/webhook-events-dev/stream/X");
