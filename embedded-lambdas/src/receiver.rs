@@ -1,5 +1,6 @@
 //! Receiver: API Gateway proxy request → verified, deduplicated DynamoDB item.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
@@ -10,6 +11,8 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use http::HeaderMap;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::signature::{Scheme, Verifier, VerifyError};
@@ -146,6 +149,71 @@ fn raw_body(req: &ApiGatewayProxyRequest) -> Result<Vec<u8>, Rejection> {
     }
 }
 
+/// The body fields the receiver reads; everything else is only validated.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    id: StrField<'a>,
+    #[serde(default, borrow, rename = "type")]
+    type_: StrField<'a>,
+    #[serde(default, borrow, rename = "eventId")]
+    event_id: StrField<'a>,
+    #[serde(default, borrow, rename = "eventType")]
+    event_type: StrField<'a>,
+}
+
+/// Any JSON value, kept only when it is a string.
+#[derive(Default)]
+struct StrField<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for StrField<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrFieldVisitor)
+    }
+}
+
+struct StrFieldVisitor;
+
+impl<'de> Visitor<'de> for StrFieldVisitor {
+    type Value = StrField<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(StrField(Some(Cow::Borrowed(v))))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(StrField(Some(Cow::Owned(v.to_owned()))))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(StrField(Some(Cow::Owned(v))))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(StrField(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(StrField(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(StrField(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(StrField(None))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(StrField(None))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(StrField(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(StrField(None))
+    }
+}
+
 /// What the CPU-only part of the pipeline extracts from a request.
 #[derive(Debug)]
 pub struct Prepared {
@@ -172,22 +240,28 @@ pub fn prepare(
         tracing::warn!(size = body.len(), "payload too large");
         return Err(Rejection::TooLarge);
     }
-    let json: Value =
+    // Only a JSON object is accepted (serde would also map an array onto the
+    // envelope struct, so check the first byte).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return match serde_json::from_slice::<IgnoredAny>(body) {
+            Ok(_) => Err(Rejection::BadRequest("payload must be a JSON object")),
+            Err(_) => Err(Rejection::BadRequest("malformed JSON")),
+        };
+    }
+    // Full syntax check, but only the few string fields we need are kept
+    // (borrowed when unescaped): no tree of `Value`s per request.
+    let env: Envelope<'_> =
         serde_json::from_slice(body).map_err(|_| Rejection::BadRequest("malformed JSON"))?;
-    let obj = json
-        .as_object()
-        .ok_or(Rejection::BadRequest("payload must be a JSON object"))?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let field = |name: &str| obj.get(name).and_then(Value::as_str);
 
     let scheme_id = match cfg.verifier.scheme() {
         Scheme::StandardWebhooks => header("webhook-id"),
-        Scheme::Stripe => field("id"),
+        Scheme::Stripe => env.id.0.as_deref(),
         Scheme::Github => header("x-github-delivery"),
         Scheme::None => None,
     };
     let event_id = scheme_id
-        .or_else(|| field("eventId"))
+        .or(env.event_id.0.as_deref())
         .ok_or(Rejection::BadRequest("missing event id"))?;
     if !util::valid_event_id(event_id) {
         return Err(Rejection::BadRequest("invalid event id"));
@@ -196,8 +270,8 @@ pub fn prepare(
         Scheme::Github => header("x-github-event"),
         _ => None,
     }
-    .or_else(|| field("type"))
-    .or_else(|| field("eventType"))
+    .or(env.type_.0.as_deref())
+    .or(env.event_type.0.as_deref())
     .unwrap_or("unknown");
     Ok(Prepared {
         event_id: event_id.to_owned(),
@@ -291,4 +365,74 @@ fn response(status: i64, body: &Value) -> ApiGatewayProxyResponse {
     r.body = Some(Body::Text(body.to_string()));
     r.is_base64_encoded = false;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(scheme: Scheme) -> ReceiverConfig {
+        ReceiverConfig {
+            table_name: "t".into(),
+            verifier: Verifier::new(scheme, &["s3cret"]).unwrap(),
+            ttl_days: 90,
+            max_body_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn parse_extracts_ids_and_types_and_rejects_non_objects() {
+        let c = cfg(Scheme::None);
+        let h = HeaderMap::new();
+        let p = prepare(
+            &c,
+            &h,
+            br#" {"n":[1,{"eventId":"inner"}],"eventId":"ev\u0031","type":7,"eventType":"t"}"#,
+            0,
+        )
+        .unwrap();
+        assert_eq!(p.event_id, "ev1");
+        assert_eq!(p.event_type, "t");
+        let err = |b: &[u8]| prepare(&c, &h, b, 0).unwrap_err();
+        assert_eq!(
+            err(b"[1]"),
+            Rejection::BadRequest("payload must be a JSON object")
+        );
+        assert_eq!(
+            err(b"\"x\""),
+            Rejection::BadRequest("payload must be a JSON object")
+        );
+        assert_eq!(
+            err(b"{\"eventId\":\"a\"} x"),
+            Rejection::BadRequest("malformed JSON")
+        );
+        assert_eq!(err(b"[1,"), Rejection::BadRequest("malformed JSON"));
+        assert_eq!(err(b""), Rejection::BadRequest("malformed JSON"));
+        assert_eq!(
+            err(b"{\"eventId\":5}"),
+            Rejection::BadRequest("missing event id")
+        );
+        let big = format!("{{\"eventId\":\"a\",\"p\":\"{}\"}}", "x".repeat(2000));
+        assert_eq!(err(big.as_bytes()), Rejection::TooLarge);
+    }
+
+    #[test]
+    fn stripe_id_comes_from_the_body() {
+        let c = cfg(Scheme::Stripe);
+        let body = br#"{"id":"evt_1","type":"charge.succeeded"}"#;
+        let sig = hex::encode(crate::signature::hmac_sha256(
+            b"s3cret",
+            &[b"100", b".", body],
+        ));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "stripe-signature",
+            http::HeaderValue::from_str(&format!("t=100,v1={sig}")).unwrap(),
+        );
+        let p = prepare(&c, &h, body, 100).unwrap();
+        assert_eq!(
+            (p.event_id.as_str(), p.event_type.as_str()),
+            ("evt_1", "charge.succeeded")
+        );
+    }
 }

@@ -1,16 +1,14 @@
 //! Webhook signature verification (Standard Webhooks, Stripe, GitHub).
 //!
-//! Comparisons go through `Mac::verify_slice`, which is constant time.
+//! Tags are compared with `subtle`'s constant-time equality.
 //! Several secrets may be configured at once (rotation): a request is accepted
 //! if any signature in its header matches under any secret.
 
+use aws_lc_rs::hmac;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use http::HeaderMap;
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
+use subtle::ConstantTimeEq as _;
 
 /// Timestamp tolerance, in seconds, for the schemes that sign a timestamp.
 pub const TOLERANCE_SECS: i64 = 5 * 60;
@@ -78,7 +76,7 @@ impl std::error::Error for ConfigError {}
 /// A scheme plus its HMAC keys (current first, then the previous one during a rotation).
 pub struct Verifier {
     scheme: Scheme,
-    keys: Vec<Vec<u8>>,
+    keys: Vec<hmac::Key>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -108,7 +106,7 @@ impl Verifier {
             if key.is_empty() {
                 return Err(ConfigError::BadSecret);
             }
-            keys.push(key);
+            keys.push(hmac::Key::new(hmac::HMAC_SHA256, &key));
         }
         if scheme != Scheme::None && keys.is_empty() {
             return Err(ConfigError::MissingSecret);
@@ -133,17 +131,20 @@ impl Verifier {
 
     fn any_key_matches(&self, parts: &[&[u8]], sig: &[u8]) -> bool {
         // Every key is tried (no early exit) so timing does not reveal which matched.
-        let mut ok = false;
+        let mut ok = subtle::Choice::from(0);
         for key in &self.keys {
-            let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
-                continue;
-            };
+            let mut ctx = hmac::Context::with_key(key);
             for p in parts {
-                mac.update(p);
+                ctx.update(p);
             }
-            ok |= mac.verify_slice(sig).is_ok();
+            let tag = ctx.sign();
+            let tag = tag.as_ref();
+            // Length is public (32 bytes); contents are compared in constant time.
+            if tag.len() == sig.len() {
+                ok |= tag.ct_eq(sig);
+            }
         }
-        ok
+        ok.into()
     }
 
     fn verify_standard(&self, h: &HeaderMap, body: &[u8], now: i64) -> Result<(), VerifyError> {
@@ -232,17 +233,14 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
         .map_err(|_| VerifyError::Malformed)
 }
 
-/// Test helper and sender-side helper: HMAC-SHA256 of the concatenated parts.
+/// HMAC-SHA256 of the concatenated parts (also used by tests to sign).
 pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    // HMAC accepts keys of any length; `new_from_slice` cannot fail for HMAC.
-    let mut mac = match HmacSha256::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => return Vec::new(),
-    };
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let mut ctx = hmac::Context::with_key(&key);
     for p in parts {
-        mac.update(p);
+        ctx.update(p);
     }
-    mac.finalize().into_bytes().to_vec()
+    ctx.sign().as_ref().to_vec()
 }
 
 #[cfg(test)]
