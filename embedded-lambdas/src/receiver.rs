@@ -240,6 +240,11 @@ pub fn prepare(
         tracing::warn!(size = body.len(), "payload too large");
         return Err(Rejection::TooLarge);
     }
+    // JSON is UTF-8 (RFC 8259); the envelope parse below skips unread strings
+    // without checking them, so check the whole body here.
+    if std::str::from_utf8(body).is_err() {
+        return Err(Rejection::BadRequest("malformed JSON"));
+    }
     // Only a JSON object is accepted (serde would also map an array onto the
     // envelope struct, so check the first byte).
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
