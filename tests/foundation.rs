@@ -5,10 +5,8 @@ mod support;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
-use support::moto::Moto;
-use support::proxy::Proxy;
+use support::cli::{run, Env};
+use support::inventory::{count_tagged, nothing, one_stack};
 
 const SUFFIX: &str = "t1";
 const TABLE: &str = "webhook-events-t1";
@@ -20,67 +18,8 @@ const LOG_GROUPS: [&str; 3] = [
     "/aws/lambda/dead-letter-handler-t1",
 ];
 
-struct Env {
-    moto: Moto,
-    proxy: Proxy,
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn start() -> Self {
-        let moto = Moto::start();
-        let proxy = Proxy::start(&moto.endpoint);
-        Self {
-            moto,
-            proxy,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn state_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = support::deployer(&self.proxy.endpoint(), self.state_dir());
-        c.arg("--state-dir").arg(self.state_dir()).arg("--suffix").arg(SUFFIX).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        run(self.cmd(args))
-    }
-
-    async fn sdk(&self) -> aws_config::SdkConfig {
-        // Read back directly from moto, not through the proxy, so checks do
-        // not show up among the deployer's recorded calls.
-        support::sdk_config(&self.moto.endpoint).await
-    }
-
-    fn state_file(&self) -> std::path::PathBuf {
-        self.state_dir().join(format!("{SUFFIX}.json"))
-    }
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
-}
-
-fn run(mut c: Command) -> Out {
-    let o = c.stdin(std::process::Stdio::null()).output().expect("run webhook-deploy");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
+fn env() -> Env {
+    Env::start(SUFFIX)
 }
 
 /// GET on moto without the SDK (moto's GetBucketVersioning document has a
@@ -122,7 +61,7 @@ fn resources_of(stmt: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_creates_every_resource_with_the_spec_settings() {
-    let env = Env::start();
+    let env = env();
     let out = env.run(&["up"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("8 created"), "{out:?}");
@@ -253,7 +192,7 @@ async fn up_creates_every_resource_with_the_spec_settings() {
 
 #[test]
 fn noop_up_makes_no_mutating_call_and_status_is_clean() {
-    let env = Env::start();
+    let env = env();
     assert_eq!(env.run(&["up"]).code, 0);
     let serial_before = std::fs::read_to_string(env.state_file()).unwrap();
     env.proxy.clear();
@@ -275,7 +214,7 @@ fn noop_up_makes_no_mutating_call_and_status_is_clean() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn out_of_band_drift_is_reported_then_repaired() {
-    let env = Env::start();
+    let env = env();
     assert_eq!(env.run(&["up"]).code, 0);
     let conf = env.sdk().await;
     let ddb = aws_sdk_dynamodb::Client::new(&conf);
@@ -365,41 +304,9 @@ async fn out_of_band_drift_is_reported_then_repaired() {
     assert!(!p.policy_document().contains("dynamodb%3A%2A") && !decode(p.policy_document()).to_string().contains("dynamodb:*"));
 }
 
-async fn count_tagged(conf: &aws_config::SdkConfig) -> BTreeMap<&'static str, usize> {
-    let is_ours = |k: &str, v: &str| k == "webhook-deploy:stack" && v == SUFFIX;
-    let ddb = aws_sdk_dynamodb::Client::new(conf);
-    let mut tables = 0;
-    for t in ddb.list_tables().send().await.unwrap().table_names() {
-        let arn = format!("arn:aws:dynamodb:us-east-1:123456789012:table/{t}");
-        let tags = ddb.list_tags_of_resource().resource_arn(arn).send().await.unwrap();
-        tables += tags.tags().iter().any(|x| is_ours(x.key(), x.value())) as usize;
-    }
-    let s3 = support::s3_client(conf);
-    let mut buckets = 0;
-    for b in s3.list_buckets().send().await.unwrap().buckets() {
-        if let Ok(t) = s3.get_bucket_tagging().bucket(b.name().unwrap()).send().await {
-            buckets += t.tag_set().iter().any(|x| is_ours(x.key(), x.value())) as usize;
-        }
-    }
-    let logs = aws_sdk_cloudwatchlogs::Client::new(conf);
-    let mut groups = 0;
-    for g in logs.describe_log_groups().send().await.unwrap().log_groups() {
-        let arn = g.arn().unwrap().trim_end_matches(":*").to_string();
-        let t = logs.list_tags_for_resource().resource_arn(arn).send().await.unwrap();
-        groups += t.tags().is_some_and(|m| m.iter().any(|(k, v)| is_ours(k, v))) as usize;
-    }
-    let iam = aws_sdk_iam::Client::new(conf);
-    let mut roles = 0;
-    for r in iam.list_roles().send().await.unwrap().roles() {
-        let t = iam.list_role_tags().role_name(r.role_name()).send().await.unwrap();
-        roles += t.tags().iter().any(|x| is_ours(x.key(), x.value())) as usize;
-    }
-    BTreeMap::from([("tables", tables), ("buckets", buckets), ("log_groups", groups), ("roles", roles)])
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn lost_state_is_rebuilt_by_adoption_without_duplicates() {
-    let env = Env::start();
+    let env = env();
     assert_eq!(env.run(&["up"]).code, 0);
     std::fs::remove_file(env.state_file()).unwrap();
     let status = env.run(&["status"]);
@@ -411,18 +318,14 @@ async fn lost_state_is_rebuilt_by_adoption_without_duplicates() {
     assert!(out.stderr.contains("0 created"), "{out:?}");
     let creates: Vec<_> = env.proxy.mutating_calls();
     assert!(creates.is_empty(), "adoption mutated AWS: {creates:#?}");
-    let counts = count_tagged(&env.sdk().await).await;
-    assert_eq!(
-        counts,
-        BTreeMap::from([("tables", 1), ("buckets", 1), ("log_groups", 3), ("roles", 3)])
-    );
+    assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, one_stack());
     let st: Value = serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
     assert_eq!(st["resources"].as_object().unwrap().len(), 8);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
-    let env = Env::start();
+    let env = env();
     assert_eq!(env.run(&["up"]).code, 0);
     let conf = env.sdk().await;
     let s3 = support::s3_client(&conf);
@@ -450,8 +353,7 @@ async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
     let down = env.run(&["down", "--yes"]);
     assert_eq!(down.code, 0, "{down:?}");
     assert!(down.stderr.contains("8 deleted"), "{down:?}");
-    let counts = count_tagged(&conf).await;
-    assert_eq!(counts, BTreeMap::from([("tables", 0), ("buckets", 0), ("log_groups", 0), ("roles", 0)]));
+    assert_eq!(count_tagged(&conf, SUFFIX).await, nothing());
     assert!(s3.head_bucket().bucket(BUCKET).send().await.is_err());
     let iam = aws_sdk_iam::Client::new(&conf);
     for r in ROLES {
@@ -465,7 +367,7 @@ async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
 
 #[test]
 fn bad_input_is_refused_with_a_precise_message_and_no_mutation() {
-    let env = Env::start();
+    let env = env();
     let state = env.state_file();
 
     let bad_suffix = run({

@@ -47,6 +47,8 @@ pub enum Action {
     Failed,
     Skipped,
     Cancelled,
+    /// Left out by the stack's options and not there: not reported.
+    Absent,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -176,7 +178,7 @@ impl Engine {
         for r in &self.resources {
             let id = r.id();
             let entry = match outcomes.get(id) {
-                Some(Outcome::Done) => done.remove(id),
+                Some(Outcome::Done) => done.remove(id).filter(|e| e.action != Action::Absent),
                 Some(Outcome::Failed(e)) => Some(failed(r.as_ref(), Action::Failed, format!("{e:#}"))),
                 Some(Outcome::Skipped(dep)) => Some(failed(
                     r.as_ref(),
@@ -245,6 +247,7 @@ fn describe_done(e: &Entry, took: std::time::Duration) -> String {
         Action::NoChange => format!("unchanged ({t})"),
         Action::Delete => format!("deleted ({t})"),
         Action::Gone => format!("already gone ({t})"),
+        Action::Absent => "not part of the stack with these options".into(),
         Action::AfterDependencies => "known after dependencies exist".into(),
         _ => format!("{:?}", e.action),
     }
@@ -270,6 +273,7 @@ fn record(state: &Mutex<State>, path: &std::path::Path, res: &dyn Resource, cx: 
         physical_id: live.physical_id.clone(),
         attrs: live.attrs.clone(),
         applied,
+        pending: None,
     };
     let mut st = lock(state);
     if st.resources.get(res.id()) == Some(&rec) {
@@ -280,13 +284,34 @@ fn record(state: &Mutex<State>, path: &std::path::Path, res: &dyn Resource, cx: 
     state::save(path, &st)
 }
 
+/// Writes the intent to create before the call, so a run killed mid-call
+/// leaves a trace: the next run finds the object by name/tag and adopts it.
+fn mark_pending(state: &Mutex<State>, path: &std::path::Path, res: &dyn Resource, op: &str) -> Result<()> {
+    let mut st = lock(state);
+    let rec = st.resources.entry(res.id().to_string()).or_insert_with(|| Record {
+        kind: res.kind().to_string(),
+        physical_id: String::new(),
+        attrs: Default::default(),
+        applied: serde_json::Value::Null,
+        pending: None,
+    });
+    rec.pending = Some(op.to_string());
+    st.serial += 1;
+    state::save(path, &st)
+}
+
 async fn up_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>, path: &std::path::Path) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
+    let confirmed = rec.as_ref().and_then(Record::confirmed);
+    if !res.wanted() {
+        return remove_unwanted(res, cx, state, path, confirmed).await;
+    }
     cx.say("reading");
-    let found = res.read(cx, rec.as_ref()).await?;
+    let found = res.read(cx, confirmed).await?;
     let (live, action, drift) = match found {
         None => {
             cx.say("creating");
+            mark_pending(state, path, res, "create")?;
             (res.create(cx).await?, Action::Create, vec![])
         }
         Some(live) if !live.drift.is_empty() => {
@@ -295,7 +320,7 @@ async fn up_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>, path: &std::p
             let drift = live.drift.clone();
             (res.update(cx, &live).await?, Action::Update, drift)
         }
-        Some(live) if rec.is_none() => (live, Action::Adopt, vec![]),
+        Some(live) if confirmed.is_none() => (live, Action::Adopt, vec![]),
         Some(live) => (live, Action::NoChange, vec![]),
     };
     cx.publish(res.id(), live.attrs.clone());
@@ -311,7 +336,7 @@ async fn up_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>, path: &std::p
 }
 
 async fn plan_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<Entry> {
-    let rec = lock(state).resources.get(res.id()).cloned();
+    let rec = lock(state).resources.get(res.id()).cloned().filter(|r| r.pending.is_none());
     cx.say("reading");
     let entry = |action, physical_id, drift| Entry {
         id: res.id().to_string(),
@@ -321,6 +346,12 @@ async fn plan_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<E
         drift,
         error: None,
     };
+    if !res.wanted() {
+        return Ok(match res.read(cx, rec.as_ref()).await? {
+            Some(live) => entry(Action::Delete, Some(live.physical_id), vec![]),
+            None => entry(Action::Absent, None, vec![]),
+        });
+    }
     match res.read(cx, rec.as_ref()).await {
         Ok(None) => Ok(entry(Action::Create, None, vec![])),
         Ok(Some(live)) => {
@@ -342,10 +373,45 @@ async fn plan_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<E
     }
 }
 
+/// `up` for a resource the stack's options leave out: delete it if it
+/// exists (an earlier run with other options created it), forget its record.
+async fn remove_unwanted(
+    res: &dyn Resource,
+    cx: &Cx,
+    state: &Mutex<State>,
+    path: &std::path::Path,
+    rec: Option<&Record>,
+) -> Result<Entry> {
+    cx.say("reading");
+    let found = res.read(cx, rec).await?;
+    let existed = match &found {
+        Some(_) => {
+            cx.say("deleting (not part of the stack with these options)");
+            res.delete(cx, rec).await?
+        }
+        None => false,
+    };
+    {
+        let mut st = lock(state);
+        if st.resources.remove(res.id()).is_some() {
+            st.serial += 1;
+            state::save(path, &st).map_err(|e| anyhow!("{e:#}"))?;
+        }
+    }
+    Ok(Entry {
+        id: res.id().to_string(),
+        kind: res.kind(),
+        action: if existed { Action::Delete } else { Action::Absent },
+        physical_id: found.map(|l| l.physical_id),
+        drift: vec![],
+        error: None,
+    })
+}
+
 async fn down_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>, path: &std::path::Path) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
     cx.say("deleting");
-    let existed = res.delete(cx, rec.as_ref()).await?;
+    let existed = res.delete(cx, rec.as_ref().and_then(Record::confirmed)).await?;
     {
         let mut st = lock(state);
         if st.resources.remove(res.id()).is_some() {

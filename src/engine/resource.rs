@@ -68,6 +68,18 @@ pub struct Record {
     /// The desired spec last applied (never secrets).
     #[serde(default)]
     pub applied: serde_json::Value,
+    /// An operation that was started but not confirmed (the run may have
+    /// been killed mid-call): the next run looks the object up by name/tag
+    /// and adopts or finishes it instead of creating a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
+}
+
+impl Record {
+    /// The record, unless it only says an operation was started.
+    pub fn confirmed(&self) -> Option<&Record> {
+        self.pending.is_none().then_some(self)
+    }
 }
 
 #[async_trait]
@@ -87,4 +99,10 @@ pub trait Resource: Send + Sync {
     async fn update(&self, cx: &Cx, live: &Live) -> Result<Live>;
     /// Deletes the object; returns false when it was already gone.
     async fn delete(&self, cx: &Cx, rec: Option<&Record>) -> Result<bool>;
+    /// False when the stack's options leave this resource out (e.g. the
+    /// network with `--no-vpc`): `up` deletes it if it exists, `plan` and
+    /// `status` report it as to be deleted. `read` is still called to find it.
+    fn wanted(&self) -> bool {
+        true
+    }
 }

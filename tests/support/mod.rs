@@ -2,6 +2,8 @@
 //! helpers for SDK clients and the deployer binary.
 #![allow(dead_code)]
 
+pub mod cli;
+pub mod inventory;
 pub mod moto;
 pub mod proxy;
 

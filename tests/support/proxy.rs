@@ -156,6 +156,9 @@ pub struct Rule {
     pub matcher: Matcher,
     pub action: Action,
     pub remaining: Option<usize>,
+    /// Applies to each matching request only with this probability, drawn
+    /// from a seeded generator so a failing run can be replayed.
+    chance: Option<(f64, Arc<Mutex<u64>>)>,
 }
 
 impl Rule {
@@ -176,6 +179,7 @@ impl Rule {
                 message: message.to_string(),
             },
             remaining: Some(times),
+            chance: None,
         }
     }
 
@@ -185,7 +189,29 @@ impl Rule {
             matcher: matcher.into(),
             action: Action::Delay(delay),
             remaining: None,
+            chance: None,
         }
+    }
+
+    /// Apply this rule to each matching request with probability `p`
+    /// (deterministic for a given `seed`), without a count limit.
+    pub fn with_probability(mut self, p: f64, seed: u64) -> Rule {
+        self.remaining = None;
+        self.chance = Some((p, Arc::new(Mutex::new(seed.max(1)))));
+        self
+    }
+
+    fn draw(&self) -> bool {
+        let Some((p, rng)) = &self.chance else {
+            return true;
+        };
+        // xorshift64*: enough randomness for fault injection, no dependency.
+        let mut x = rng.lock().unwrap();
+        *x ^= *x >> 12;
+        *x ^= *x << 25;
+        *x ^= *x >> 27;
+        let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        ((v >> 11) as f64 / (1u64 << 53) as f64) < *p
     }
 
     /// Apply this rule to at most `n` more matching requests.
@@ -351,6 +377,12 @@ async fn handle(
         let mut rules = st.rules.lock().unwrap();
         for rule in rules.iter_mut() {
             if rule.remaining == Some(0) || !rule.matcher.matches(&info) {
+                continue;
+            }
+            if matches!(rule.action, Action::Fail { .. }) && fail.is_some() {
+                continue;
+            }
+            if !rule.draw() {
                 continue;
             }
             match &rule.action {
