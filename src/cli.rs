@@ -27,6 +27,8 @@ pub enum Command {
     Status,
     /// Delete everything the stack owns.
     Down,
+    /// List the embedded Lambda packages: size and SHA-256 (no AWS call).
+    Lambdas,
     /// Print the stack's outputs (no secrets unless --show-secrets).
     Outputs {
         /// Also print secret values.

@@ -24,6 +24,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     stack::validate_suffix(&c.suffix)?;
     let paths = StatePaths::new(&c.state_dir, &c.suffix);
     match cli.command {
+        Command::Lambdas => lambdas(c.output),
         Command::Outputs { show_secrets } => outputs(&paths, c.output, show_secrets),
         Command::Up => reconcile(&cli, &paths, Mode::Up).await,
         Command::Plan => reconcile(&cli, &paths, Mode::Plan).await,
@@ -39,6 +40,7 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::Status => "status",
         Command::Down => "down",
         Command::Outputs { .. } => "outputs",
+        Command::Lambdas => "lambdas",
     }
 }
 
@@ -295,6 +297,19 @@ fn outputs(paths: &StatePaths, output: Output, show_secrets: bool) -> Result<u8>
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&outputs_json(&st, show_secrets))?),
         Output::Text => print_outputs_text(&st, show_secrets),
+    }
+    Ok(EXIT_OK)
+}
+
+fn lambdas(output: Output) -> Result<u8> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&crate::lambdas::lambdas_report())?),
+        Output::Text => {
+            println!("{:<20} {:>10}  {:<44}  sha256 (hex)", "function", "zip bytes", "CodeSha256");
+            for l in &crate::lambdas::ALL {
+                println!("{:<20} {:>10}  {:<44}  {}", l.name, l.zip.len(), l.sha256_b64, l.sha256_hex);
+            }
+        }
     }
     Ok(EXIT_OK)
 }

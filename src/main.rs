@@ -5,6 +5,7 @@ mod aws;
 mod cli;
 mod commands;
 mod engine;
+mod lambdas;
 #[path = "../embedded-lambdas/src/layout.rs"]
 mod layout;
 mod resources;

@@ -62,6 +62,11 @@ pub struct Entry {
     pub drift: Vec<Drift>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Wall time spent on this resource (reads, calls and waits).
+    pub seconds: f64,
+    /// Logical ids this resource waited for (the graph, for tools).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -158,7 +163,9 @@ impl Engine {
                     Mode::Down => down_one(&*res, &cx, &state, &path).await,
                 };
                 match result {
-                    Ok(entry) => {
+                    Ok(mut entry) => {
+                        entry.seconds = t.elapsed().as_secs_f64();
+                        entry.depends_on = res.depends_on();
                         cx.finish(describe_done(&entry, t.elapsed()));
                         lock(&entries).insert(entry.id.clone(), entry);
                         Ok(())
@@ -206,6 +213,8 @@ impl Engine {
                         physical_id: None,
                         drift: vec![],
                         error: Some(format!("{e:#}")),
+                        seconds: 0.0,
+                        depends_on: vec![],
                     });
                 }
             }
@@ -226,6 +235,8 @@ fn failed(r: &dyn Resource, action: Action, msg: String) -> Entry {
         physical_id: None,
         drift: vec![],
         error: Some(msg),
+        seconds: 0.0,
+        depends_on: r.depends_on(),
     }
 }
 
@@ -332,6 +343,8 @@ async fn up_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>, path: &std::p
         physical_id: Some(live.physical_id),
         drift,
         error: None,
+        seconds: 0.0,
+        depends_on: vec![],
     })
 }
 
@@ -345,6 +358,8 @@ async fn plan_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<E
         physical_id,
         drift,
         error: None,
+        seconds: 0.0,
+        depends_on: vec![],
     };
     if !res.wanted() {
         return Ok(match res.read(cx, rec.as_ref()).await? {
@@ -405,6 +420,8 @@ async fn remove_unwanted(
         physical_id: found.map(|l| l.physical_id),
         drift: vec![],
         error: None,
+        seconds: 0.0,
+        depends_on: vec![],
     })
 }
 
@@ -426,5 +443,7 @@ async fn down_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>, path: &std:
         physical_id: rec.map(|r| r.physical_id),
         drift: vec![],
         error: None,
+        seconds: 0.0,
+        depends_on: vec![],
     })
 }

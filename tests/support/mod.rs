@@ -45,7 +45,7 @@ pub fn s3_client(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 /// rest. `state_dir` is created if missing.
 pub fn deployer(endpoint: &str, state_dir: &Path) -> Command {
     std::fs::create_dir_all(state_dir).expect("create state dir");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_webhook-deploy"));
+    let mut cmd = Command::new(deployer_path());
     cmd.env("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY)
         .env("AWS_REGION", TEST_REGION)
@@ -53,4 +53,21 @@ pub fn deployer(endpoint: &str, state_dir: &Path) -> Command {
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_SESSION_TOKEN");
     cmd
+}
+
+/// The binary under test: cargo's path for integration tests; for the
+/// benchmark (an example) `WEBHOOK_DEPLOY_BIN` or the debug binary beside it.
+pub fn deployer_path() -> std::path::PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_webhook-deploy") {
+        return p.into();
+    }
+    if let Ok(p) = std::env::var("WEBHOOK_DEPLOY_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/examples/<name> -> target/<profile>/webhook-deploy
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("example binary lives in target/<profile>/examples")
+        .join("webhook-deploy")
 }
