@@ -4,7 +4,7 @@ use crate::aws::{Clients, ConnectOptions};
 use crate::cli::{Cli, Command, Output};
 use crate::engine::context::Cx;
 use crate::engine::progress::Progress;
-use crate::engine::state::{self, State, StackLock, StatePaths};
+use crate::engine::state::{self, StackLock, State, StatePaths};
 use crate::engine::{Action, Engine, Entry, Mode, Report};
 use crate::stack::{self, ids, Settings};
 use anyhow::{bail, Context, Result};
@@ -79,7 +79,10 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         confirm_down(&settings)?;
     }
     let resources = stack::define(&settings);
-    let labels: Vec<(String, &'static str)> = resources.iter().map(|r| (r.id().to_string(), r.kind())).collect();
+    let labels: Vec<(String, &'static str)> = resources
+        .iter()
+        .map(|r| (r.id().to_string(), r.kind()))
+        .collect();
     let verbose = mode != Mode::Plan && c.output == Output::Text;
     let progress = Arc::new(Progress::new(&labels, verbose));
     let cx = Cx::new(Arc::new(aws), Arc::new(settings.clone()), progress.clone());
@@ -93,7 +96,14 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
             }
         })
     };
-    let engine = Engine::new(resources, state, paths.file.clone(), cx, c.parallel as usize, stop)?;
+    let engine = Engine::new(
+        resources,
+        state,
+        paths.file.clone(),
+        cx,
+        c.parallel as usize,
+        stop,
+    )?;
     let report = engine.run(mode).await;
     watcher.abort();
     if mode == Mode::Plan {
@@ -110,10 +120,19 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         if c.output == Output::Text {
             eprintln!("\n{} failed:", name);
             for e in report.errors() {
-                eprintln!("  {} ({}): {}", e.id, e.kind, e.error.as_deref().unwrap_or(""));
+                eprintln!(
+                    "  {} ({}): {}",
+                    e.id,
+                    e.kind,
+                    e.error.as_deref().unwrap_or("")
+                );
             }
         }
-        return Ok(if report.interrupted { EXIT_INTERRUPTED } else { EXIT_ERROR });
+        return Ok(if report.interrupted {
+            EXIT_INTERRUPTED
+        } else {
+            EXIT_ERROR
+        });
     }
     if mode == Mode::Up && c.output == Output::Text {
         println!();
@@ -121,10 +140,12 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     }
     let drift_found = match cli.command {
         // Adoption only fills the state file: the live stack is in sync.
-        Command::Status => report
-            .entries
-            .iter()
-            .any(|e| matches!(e.action, Action::Update | Action::Create | Action::AfterDependencies)),
+        Command::Status => report.entries.iter().any(|e| {
+            matches!(
+                e.action,
+                Action::Update | Action::Create | Action::AfterDependencies
+            )
+        }),
         Command::Plan => report.has_changes(),
         _ => false,
     };
@@ -138,7 +159,10 @@ fn confirm_down(s: &Settings) -> Result<()> {
     );
     std::io::stderr().flush().ok();
     let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).context("cannot read the confirmation")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the confirmation")?;
     if answer.trim() != s.suffix {
         bail!("not confirmed; nothing was deleted");
     }
@@ -168,7 +192,11 @@ fn print_summary(name: &str, r: &Report) {
             parts.push(format!("{n} {label}"));
         }
     }
-    eprintln!("{name}: {} in {:.1}s", parts.join(", "), r.elapsed.as_secs_f64());
+    eprintln!(
+        "{name}: {} in {:.1}s",
+        parts.join(", "),
+        r.elapsed.as_secs_f64()
+    );
 }
 
 fn drift_lines(e: &Entry) -> Vec<String> {
@@ -179,14 +207,23 @@ fn drift_lines(e: &Entry) -> Vec<String> {
 }
 
 fn print_plan(s: &Settings, r: &Report) {
-    println!("Plan for stack {} ({}, account {}):", s.suffix, s.region, s.account);
+    println!(
+        "Plan for stack {} ({}, account {}):",
+        s.suffix, s.region, s.account
+    );
     for e in &r.entries {
         let (sign, what) = match e.action {
             Action::Create => ("+", "create".to_string()),
             Action::Update => ("~", "update".to_string()),
             Action::Adopt => ("=", "adopt (exists, not in state)".to_string()),
             Action::NoChange => (" ", "no change".to_string()),
-            Action::AfterDependencies => ("?", format!("decided after dependencies ({})", e.error.as_deref().unwrap_or(""))),
+            Action::AfterDependencies => (
+                "?",
+                format!(
+                    "decided after dependencies ({})",
+                    e.error.as_deref().unwrap_or("")
+                ),
+            ),
             _ => ("!", format!("{:?}", e.action)),
         };
         println!("  {sign} {:<22} {:<15} {what}", e.id, e.kind);
@@ -216,7 +253,11 @@ fn status_word(a: &Action) -> &'static str {
 fn print_status(s: &Settings, r: &Report) {
     println!("Stack {} ({}, account {}):", s.suffix, s.region, s.account);
     for e in &r.entries {
-        let note = if e.action == Action::Adopt { " (not in state; adopted on next up)" } else { "" };
+        let note = if e.action == Action::Adopt {
+            " (not in state; adopted on next up)"
+        } else {
+            ""
+        };
         println!(
             "  {:<8} {:<22} {:<15} {}{note}",
             status_word(&e.action).replace('_', " "),
@@ -231,7 +272,10 @@ fn print_status(s: &Settings, r: &Report) {
     let drifted = r.count(Action::Update);
     let missing = r.count(Action::Create) + r.count(Action::AfterDependencies);
     if !r.errors().is_empty() {
-        println!("{drifted} drifted, {missing} missing, {} could not be checked.", r.errors().len());
+        println!(
+            "{drifted} drifted, {missing} missing, {} could not be checked.",
+            r.errors().len()
+        );
     } else if drifted + missing == 0 {
         println!("In sync.");
     } else {
@@ -295,7 +339,10 @@ fn outputs(paths: &StatePaths, output: Output, show_secrets: bool) -> Result<u8>
         );
     };
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&outputs_json(&st, show_secrets))?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&outputs_json(&st, show_secrets))?
+        ),
         Output::Text => print_outputs_text(&st, show_secrets),
     }
     Ok(EXIT_OK)
@@ -303,11 +350,23 @@ fn outputs(paths: &StatePaths, output: Output, show_secrets: bool) -> Result<u8>
 
 fn lambdas(output: Output) -> Result<u8> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&crate::lambdas::lambdas_report())?),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::lambdas::lambdas_report())?
+        ),
         Output::Text => {
-            println!("{:<20} {:>10}  {:<44}  sha256 (hex)", "function", "zip bytes", "CodeSha256");
+            println!(
+                "{:<20} {:>10}  {:<44}  sha256 (hex)",
+                "function", "zip bytes", "CodeSha256"
+            );
             for l in &crate::lambdas::ALL {
-                println!("{:<20} {:>10}  {:<44}  {}", l.name, l.zip.len(), l.sha256_b64, l.sha256_hex);
+                println!(
+                    "{:<20} {:>10}  {:<44}  {}",
+                    l.name,
+                    l.zip.len(),
+                    l.sha256_b64,
+                    l.sha256_hex
+                );
             }
         }
     }

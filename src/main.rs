@@ -26,11 +26,15 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEBHOOK_DEPLOY_LOG").unwrap_or_else(|_| "warn,aws_config=error".into()),
+            tracing_subscriber::EnvFilter::try_from_env("WEBHOOK_DEPLOY_LOG")
+                .unwrap_or_else(|_| "warn,aws_config=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -3,7 +3,10 @@
 
 use crate::engine::resource::Resource;
 use crate::layout;
-use crate::resources::{dynamodb_table::EventsTable, iam_role::FunctionRole, log_group::LogGroup, s3_bucket::ArchiveBucket};
+use crate::resources::{
+    dynamodb_table::EventsTable, iam_role::FunctionRole, log_group::LogGroup,
+    s3_bucket::ArchiveBucket,
+};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,7 +34,11 @@ pub enum Function {
 }
 
 impl Function {
-    pub const ALL: [Function; 3] = [Function::Receiver, Function::Processor, Function::DeadLetter];
+    pub const ALL: [Function; 3] = [
+        Function::Receiver,
+        Function::Processor,
+        Function::DeadLetter,
+    ];
 
     pub fn base_name(self) -> &'static str {
         match self {
@@ -56,7 +63,8 @@ pub fn validate_suffix(s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 16
         && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.ends_with('-');
     if !ok {
         bail!(
@@ -80,7 +88,10 @@ impl Settings {
 
     /// Bucket names are global: account and region make it unique.
     pub fn bucket_name(&self) -> String {
-        format!("webhook-archive-{}-{}-{}", self.suffix, self.account, self.region)
+        format!(
+            "webhook-archive-{}-{}-{}",
+            self.suffix, self.account, self.region
+        )
     }
 
     pub fn function_name(&self, f: Function) -> String {
@@ -98,7 +109,12 @@ impl Settings {
     }
 
     pub fn table_arn(&self) -> String {
-        format!("arn:aws:dynamodb:{}:{}:table/{}", self.region, self.account, self.table_name())
+        format!(
+            "arn:aws:dynamodb:{}:{}:table/{}",
+            self.region,
+            self.account,
+            self.table_name()
+        )
     }
 
     pub fn bucket_arn(&self) -> String {
@@ -106,7 +122,12 @@ impl Settings {
     }
 
     pub fn log_group_arn(&self, f: Function) -> String {
-        format!("arn:aws:logs:{}:{}:log-group:{}", self.region, self.account, self.log_group_name(f))
+        format!(
+            "arn:aws:logs:{}:{}:log-group:{}",
+            self.region,
+            self.account,
+            self.log_group_name(f)
+        )
     }
 
     /// Every taggable resource carries these.
@@ -151,7 +172,11 @@ pub fn define(s: &Settings) -> Vec<Arc<dyn Resource>> {
 
     // Logs where Lambda actually writes them, 7 days.
     for f in Function::ALL {
-        stack.push(Arc::new(LogGroup::new(&ids::log_group(f), s.log_group_name(f), 7)));
+        stack.push(Arc::new(LogGroup::new(
+            &ids::log_group(f),
+            s.log_group_name(f),
+            7,
+        )));
     }
 
     // Identity: one role per function, every statement scoped to its ARN.
@@ -250,7 +275,15 @@ mod tests {
         for ok in ["dev", "a", "prod-eu1", "abcdefghijklmnop"] {
             assert!(validate_suffix(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Dev", "1dev", "dev-", "dev_1", "abcdefghijklmnopq", "dév"] {
+        for bad in [
+            "",
+            "Dev",
+            "1dev",
+            "dev-",
+            "dev_1",
+            "abcdefghijklmnopq",
+            "dév",
+        ] {
             assert!(validate_suffix(bad).is_err(), "{bad}");
         }
     }
@@ -264,9 +297,16 @@ mod tests {
             opts: StackOptions::default(),
         };
         for f in Function::ALL {
-            let p = role_policy(&s, f, "arn:aws:dynamodb:us-east-1:123456789012:table/webhook-events-dev/stream/X");
+            let p = role_policy(
+                &s,
+                f,
+                "arn:aws:dynamodb:us-east-1:123456789012:table/webhook-events-dev/stream/X",
+            );
             let text = p.to_string();
-            assert!(!text.contains("\"*\""), "{f:?} has a wildcard resource: {text}");
+            assert!(
+                !text.contains("\"*\""),
+                "{f:?} has a wildcard resource: {text}"
+            );
             assert!(!text.contains("arn:aws:logs:*"), "{text}");
         }
     }

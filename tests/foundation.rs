@@ -11,7 +11,11 @@ use support::inventory::{count_tagged, nothing, one_stack};
 const SUFFIX: &str = "t1";
 const TABLE: &str = "webhook-events-t1";
 const BUCKET: &str = "webhook-archive-t1-123456789012-us-east-1";
-const ROLES: [&str; 3] = ["webhook-receiver-role-t1", "event-processor-role-t1", "dead-letter-handler-role-t1"];
+const ROLES: [&str; 3] = [
+    "webhook-receiver-role-t1",
+    "event-processor-role-t1",
+    "dead-letter-handler-role-t1",
+];
 const LOG_GROUPS: [&str; 3] = [
     "/aws/lambda/webhook-receiver-t1",
     "/aws/lambda/event-processor-t1",
@@ -28,7 +32,11 @@ fn raw_get(endpoint: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let authority = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(authority).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -45,7 +53,9 @@ fn statements_for(policy: &Value, action: &str) -> Vec<Value> {
         .iter()
         .filter(|s| {
             let a = &s["Action"];
-            a.as_str() == Some(action) || a.as_array().is_some_and(|v| v.iter().any(|x| x.as_str() == Some(action)))
+            a.as_str() == Some(action)
+                || a.as_array()
+                    .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(action)))
         })
         .cloned()
         .collect()
@@ -65,29 +75,78 @@ async fn up_creates_every_resource_with_the_spec_settings() {
     let out = env.run(&["up"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("8 created"), "{out:?}");
-    assert!(out.stdout.contains(&format!("tableName = {TABLE}")), "{out:?}");
-    assert!(out.stdout.contains(&format!("bucketName = {BUCKET}")), "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("tableName = {TABLE}")),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains(&format!("bucketName = {BUCKET}")),
+        "{out:?}"
+    );
 
     let conf = env.sdk().await;
     let ddb = aws_sdk_dynamodb::Client::new(&conf);
     let t = ddb.describe_table().table_name(TABLE).send().await.unwrap();
     let t = t.table().unwrap();
-    let keys: Vec<_> = t.key_schema().iter().map(|k| (k.attribute_name(), k.key_type().as_str())).collect();
-    assert_eq!(keys, vec![("eventId", "HASH")], "dedupe needs eventId alone as the key");
-    assert_eq!(t.billing_mode_summary().unwrap().billing_mode().unwrap().as_str(), "PAY_PER_REQUEST");
-    assert_eq!(t.sse_description().unwrap().status().unwrap().as_str(), "ENABLED");
+    let keys: Vec<_> = t
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name(), k.key_type().as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![("eventId", "HASH")],
+        "dedupe needs eventId alone as the key"
+    );
+    assert_eq!(
+        t.billing_mode_summary()
+            .unwrap()
+            .billing_mode()
+            .unwrap()
+            .as_str(),
+        "PAY_PER_REQUEST"
+    );
+    assert_eq!(
+        t.sse_description().unwrap().status().unwrap().as_str(),
+        "ENABLED"
+    );
     let stream = t.stream_specification().unwrap();
     assert!(stream.stream_enabled());
-    assert_eq!(stream.stream_view_type().unwrap().as_str(), "NEW_AND_OLD_IMAGES");
+    assert_eq!(
+        stream.stream_view_type().unwrap().as_str(),
+        "NEW_AND_OLD_IMAGES"
+    );
     let stream_arn = t.latest_stream_arn().unwrap().to_string();
-    let pitr = ddb.describe_continuous_backups().table_name(TABLE).send().await.unwrap();
-    let pitr = pitr.continuous_backups_description().unwrap().point_in_time_recovery_description().unwrap();
-    assert_eq!(pitr.point_in_time_recovery_status().unwrap().as_str(), "ENABLED");
-    let ttl = ddb.describe_time_to_live().table_name(TABLE).send().await.unwrap();
+    let pitr = ddb
+        .describe_continuous_backups()
+        .table_name(TABLE)
+        .send()
+        .await
+        .unwrap();
+    let pitr = pitr
+        .continuous_backups_description()
+        .unwrap()
+        .point_in_time_recovery_description()
+        .unwrap();
+    assert_eq!(
+        pitr.point_in_time_recovery_status().unwrap().as_str(),
+        "ENABLED"
+    );
+    let ttl = ddb
+        .describe_time_to_live()
+        .table_name(TABLE)
+        .send()
+        .await
+        .unwrap();
     let ttl = ttl.time_to_live_description().unwrap();
     assert_eq!(ttl.attribute_name(), Some("expiresAt"));
     assert_eq!(ttl.time_to_live_status().unwrap().as_str(), "ENABLED");
-    let tags = ddb.list_tags_of_resource().resource_arn(t.table_arn().unwrap()).send().await.unwrap();
+    let tags = ddb
+        .list_tags_of_resource()
+        .resource_arn(t.table_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
     let tags: BTreeMap<_, _> = tags.tags().iter().map(|t| (t.key(), t.value())).collect();
     assert_eq!(tags["webhook-deploy:stack"], SUFFIX);
     assert_eq!(tags["webhook-deploy:resource"], "events-table");
@@ -98,35 +157,100 @@ async fn up_creates_every_resource_with_the_spec_settings() {
 
     let s3 = support::s3_client(&conf);
     let versioning = raw_get(&env.moto.endpoint, &format!("/{BUCKET}?versioning"));
-    assert!(versioning.contains("<Status>Enabled</Status>"), "{versioning}");
-    let enc = s3.get_bucket_encryption().bucket(BUCKET).send().await.unwrap();
+    assert!(
+        versioning.contains("<Status>Enabled</Status>"),
+        "{versioning}"
+    );
+    let enc = s3
+        .get_bucket_encryption()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
     let rule = &enc.server_side_encryption_configuration().unwrap().rules()[0];
-    assert_eq!(rule.apply_server_side_encryption_by_default().unwrap().sse_algorithm().as_str(), "AES256");
+    assert_eq!(
+        rule.apply_server_side_encryption_by_default()
+            .unwrap()
+            .sse_algorithm()
+            .as_str(),
+        "AES256"
+    );
     assert_eq!(rule.bucket_key_enabled(), Some(true));
-    let lc = s3.get_bucket_lifecycle_configuration().bucket(BUCKET).send().await.unwrap();
+    let lc = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
     let r = &lc.rules()[0];
     assert_eq!(r.status().as_str(), "Enabled");
     assert_eq!(r.transitions()[0].days(), Some(30));
-    assert_eq!(r.transitions()[0].storage_class().unwrap().as_str(), "GLACIER");
-    assert!(r.noncurrent_version_expiration().unwrap().noncurrent_days().unwrap() > 0);
-    assert!(r.abort_incomplete_multipart_upload().unwrap().days_after_initiation().unwrap() > 0);
-    let pab = s3.get_public_access_block().bucket(BUCKET).send().await.unwrap();
+    assert_eq!(
+        r.transitions()[0].storage_class().unwrap().as_str(),
+        "GLACIER"
+    );
+    assert!(
+        r.noncurrent_version_expiration()
+            .unwrap()
+            .noncurrent_days()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        r.abort_incomplete_multipart_upload()
+            .unwrap()
+            .days_after_initiation()
+            .unwrap()
+            > 0
+    );
+    let pab = s3
+        .get_public_access_block()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
     let pab = pab.public_access_block_configuration().unwrap();
     assert_eq!(
-        [pab.block_public_acls(), pab.ignore_public_acls(), pab.block_public_policy(), pab.restrict_public_buckets()],
+        [
+            pab.block_public_acls(),
+            pab.ignore_public_acls(),
+            pab.block_public_policy(),
+            pab.restrict_public_buckets()
+        ],
         [Some(true); 4]
     );
-    let pol: Value = serde_json::from_str(s3.get_bucket_policy().bucket(BUCKET).send().await.unwrap().policy().unwrap()).unwrap();
+    let pol: Value = serde_json::from_str(
+        s3.get_bucket_policy()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap()
+            .policy()
+            .unwrap(),
+    )
+    .unwrap();
     let deny = &pol["Statement"][0];
     assert_eq!(deny["Effect"], "Deny");
     assert_eq!(deny["Condition"]["Bool"]["aws:SecureTransport"], "false");
     let btags = s3.get_bucket_tagging().bucket(BUCKET).send().await.unwrap();
-    assert!(btags.tag_set().iter().any(|t| t.key() == "webhook-deploy:stack" && t.value() == SUFFIX));
+    assert!(btags
+        .tag_set()
+        .iter()
+        .any(|t| t.key() == "webhook-deploy:stack" && t.value() == SUFFIX));
 
     let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
     for name in LOG_GROUPS {
-        let g = logs.describe_log_groups().log_group_name_prefix(name).send().await.unwrap();
-        let g = g.log_groups().iter().find(|g| g.log_group_name() == Some(name)).expect(name);
+        let g = logs
+            .describe_log_groups()
+            .log_group_name_prefix(name)
+            .send()
+            .await
+            .unwrap();
+        let g = g
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(name))
+            .expect(name);
         assert_eq!(g.retention_in_days(), Some(7), "{name}");
     }
 
@@ -136,10 +260,22 @@ async fn up_creates_every_resource_with_the_spec_settings() {
     for (role, log_group) in ROLES.iter().zip(LOG_GROUPS) {
         let r = iam.get_role().role_name(*role).send().await.unwrap();
         let trust = decode(r.role().unwrap().assume_role_policy_document().unwrap());
-        assert_eq!(trust["Statement"][0]["Principal"]["Service"], "lambda.amazonaws.com");
+        assert_eq!(
+            trust["Statement"][0]["Principal"]["Service"],
+            "lambda.amazonaws.com"
+        );
         let rtags = iam.list_role_tags().role_name(*role).send().await.unwrap();
-        assert!(rtags.tags().iter().any(|t| t.key() == "webhook-deploy:stack" && t.value() == SUFFIX));
-        let p = iam.get_role_policy().role_name(*role).policy_name("webhook-deploy").send().await.unwrap();
+        assert!(rtags
+            .tags()
+            .iter()
+            .any(|t| t.key() == "webhook-deploy:stack" && t.value() == SUFFIX));
+        let p = iam
+            .get_role_policy()
+            .role_name(*role)
+            .policy_name("webhook-deploy")
+            .send()
+            .await
+            .unwrap();
         let p = decode(p.policy_document());
         for s in p["Statement"].as_array().unwrap() {
             for res in resources_of(s) {
@@ -149,37 +285,74 @@ async fn up_creates_every_resource_with_the_spec_settings() {
         let logs_stmt = statements_for(&p, "logs:PutLogEvents");
         assert_eq!(
             resources_of(&logs_stmt[0]),
-            vec![format!("arn:aws:logs:us-east-1:123456789012:log-group:{log_group}:*")]
+            vec![format!(
+                "arn:aws:logs:us-east-1:123456789012:log-group:{log_group}:*"
+            )]
         );
     }
     let policy = |role: &str| {
         let iam = iam.clone();
         let role = role.to_string();
-        async move { decode(iam.get_role_policy().role_name(role).policy_name("webhook-deploy").send().await.unwrap().policy_document()) }
+        async move {
+            decode(
+                iam.get_role_policy()
+                    .role_name(role)
+                    .policy_name("webhook-deploy")
+                    .send()
+                    .await
+                    .unwrap()
+                    .policy_document(),
+            )
+        }
     };
     let receiver = policy(ROLES[0]).await;
-    assert_eq!(resources_of(&statements_for(&receiver, "dynamodb:PutItem")[0]), vec![table_arn.clone()]);
+    assert_eq!(
+        resources_of(&statements_for(&receiver, "dynamodb:PutItem")[0]),
+        vec![table_arn.clone()]
+    );
     assert!(statements_for(&receiver, "dynamodb:UpdateItem").is_empty());
     let processor = policy(ROLES[1]).await;
-    assert_eq!(resources_of(&statements_for(&processor, "dynamodb:UpdateItem")[0]), vec![table_arn.clone()]);
-    assert_eq!(resources_of(&statements_for(&processor, "dynamodb:GetRecords")[0]), vec![stream_arn]);
+    assert_eq!(
+        resources_of(&statements_for(&processor, "dynamodb:UpdateItem")[0]),
+        vec![table_arn.clone()]
+    );
+    assert_eq!(
+        resources_of(&statements_for(&processor, "dynamodb:GetRecords")[0]),
+        vec![stream_arn]
+    );
     let puts = resources_of(&statements_for(&processor, "s3:PutObject")[0]);
     assert!(puts.contains(&format!("{bucket_arn}/events/*")), "{puts:?}");
-    assert!(puts.contains(&format!("{bucket_arn}/aws/lambda/*")), "{puts:?}");
+    assert!(
+        puts.contains(&format!("{bucket_arn}/aws/lambda/*")),
+        "{puts:?}"
+    );
     let dl = policy(ROLES[2]).await;
-    assert_eq!(resources_of(&statements_for(&dl, "s3:GetObject")[0]), vec![format!("{bucket_arn}/aws/lambda/*")]);
-    assert_eq!(resources_of(&statements_for(&dl, "s3:PutObject")[0]), vec![format!("{bucket_arn}/dead-letters/*")]);
-    assert_eq!(resources_of(&statements_for(&dl, "dynamodb:UpdateItem")[0]), vec![table_arn]);
+    assert_eq!(
+        resources_of(&statements_for(&dl, "s3:GetObject")[0]),
+        vec![format!("{bucket_arn}/aws/lambda/*")]
+    );
+    assert_eq!(
+        resources_of(&statements_for(&dl, "s3:PutObject")[0]),
+        vec![format!("{bucket_arn}/dead-letters/*")]
+    );
+    assert_eq!(
+        resources_of(&statements_for(&dl, "dynamodb:UpdateItem")[0]),
+        vec![table_arn]
+    );
 
     // The state file records ids and attributes, and is well formed.
-    let st: Value = serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
     assert_eq!(st["version"], 1);
     assert_eq!(st["suffix"], SUFFIX);
     assert_eq!(st["region"], "us-east-1");
     assert_eq!(st["account"], "123456789012");
     assert!(st["serial"].as_u64().unwrap() >= 8);
     assert_eq!(st["resources"]["events-table"]["physical_id"], TABLE);
-    assert!(st["resources"]["events-table"]["attrs"]["stream_arn"].as_str().unwrap().contains("/stream/"));
+    assert!(st["resources"]["events-table"]["attrs"]["stream_arn"]
+        .as_str()
+        .unwrap()
+        .contains("/stream/"));
     assert_eq!(st["resources"].as_object().unwrap().len(), 8);
 
     // outputs reads the state, text and JSON.
@@ -198,11 +371,21 @@ fn noop_up_makes_no_mutating_call_and_status_is_clean() {
     env.proxy.clear();
     let out = env.run(&["up"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("0 created, 0 updated, 8 unchanged"), "{out:?}");
+    assert!(
+        out.stderr.contains("0 created, 0 updated, 8 unchanged"),
+        "{out:?}"
+    );
     let mutating = env.proxy.mutating_calls();
     assert!(mutating.is_empty(), "no-op up mutated: {mutating:#?}");
-    assert!(!env.proxy.calls().is_empty(), "the proxy saw no call at all");
-    assert_eq!(std::fs::read_to_string(env.state_file()).unwrap(), serial_before, "a no-op up rewrote state");
+    assert!(
+        !env.proxy.calls().is_empty(),
+        "the proxy saw no call at all"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.state_file()).unwrap(),
+        serial_before,
+        "a no-op up rewrote state"
+    );
 
     let status = env.run(&["status"]);
     assert_eq!(status.code, 0, "{status:?}");
@@ -241,7 +424,12 @@ async fn out_of_band_drift_is_reported_then_repaired() {
         .await
         .unwrap();
     let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
-    logs.put_retention_policy().log_group_name(LOG_GROUPS[1]).retention_in_days(30).send().await.unwrap();
+    logs.put_retention_policy()
+        .log_group_name(LOG_GROUPS[1])
+        .retention_in_days(30)
+        .send()
+        .await
+        .unwrap();
     let iam = aws_sdk_iam::Client::new(&conf);
     iam.put_role_policy()
         .role_name(ROLES[0])
@@ -263,7 +451,10 @@ async fn out_of_band_drift_is_reported_then_repaired() {
         "receiver-role",
         "policy",
     ] {
-        assert!(status.stdout.contains(needle), "status does not name {needle}: {status:?}");
+        assert!(
+            status.stdout.contains(needle),
+            "status does not name {needle}: {status:?}"
+        );
     }
     let json = env.run(&["status", "--output", "json"]);
     assert_eq!(json.code, 2, "{json:?}");
@@ -274,7 +465,12 @@ async fn out_of_band_drift_is_reported_then_repaired() {
         .iter()
         .filter(|r| r["status"] == "drifted")
         .map(|r| {
-            let fields = r["drift"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap().to_string()).collect();
+            let fields = r["drift"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["field"].as_str().unwrap().to_string())
+                .collect();
             (r["id"].as_str().unwrap().to_string(), fields)
         })
         .collect();
@@ -293,15 +489,30 @@ async fn out_of_band_drift_is_reported_then_repaired() {
     assert_eq!(plan.code, 2, "{plan:?}");
     assert!(plan.stdout.contains("~ archive-bucket"), "{plan:?}");
     assert!(plan.stdout.contains("4 to update"), "{plan:?}");
-    assert!(env.proxy.mutating_calls().is_empty(), "plan mutated: {:#?}", env.proxy.mutating_calls());
+    assert!(
+        env.proxy.mutating_calls().is_empty(),
+        "plan mutated: {:#?}",
+        env.proxy.mutating_calls()
+    );
 
     let up = env.run(&["up"]);
     assert_eq!(up.code, 0, "{up:?}");
     assert!(up.stderr.contains("4 updated"), "{up:?}");
     let status = env.run(&["status"]);
     assert_eq!(status.code, 0, "{status:?}");
-    let p = iam.get_role_policy().role_name(ROLES[0]).policy_name("webhook-deploy").send().await.unwrap();
-    assert!(!p.policy_document().contains("dynamodb%3A%2A") && !decode(p.policy_document()).to_string().contains("dynamodb:*"));
+    let p = iam
+        .get_role_policy()
+        .role_name(ROLES[0])
+        .policy_name("webhook-deploy")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !p.policy_document().contains("dynamodb%3A%2A")
+            && !decode(p.policy_document())
+                .to_string()
+                .contains("dynamodb:*")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -310,7 +521,10 @@ async fn lost_state_is_rebuilt_by_adoption_without_duplicates() {
     assert_eq!(env.run(&["up"]).code, 0);
     std::fs::remove_file(env.state_file()).unwrap();
     let status = env.run(&["status"]);
-    assert_eq!(status.code, 0, "everything exists, only the state is gone: {status:?}");
+    assert_eq!(
+        status.code, 0,
+        "everything exists, only the state is gone: {status:?}"
+    );
     env.proxy.clear();
     let out = env.run(&["up"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -319,7 +533,8 @@ async fn lost_state_is_rebuilt_by_adoption_without_duplicates() {
     let creates: Vec<_> = env.proxy.mutating_calls();
     assert!(creates.is_empty(), "adoption mutated AWS: {creates:#?}");
     assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, one_stack());
-    let st: Value = serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
     assert_eq!(st["resources"].as_object().unwrap().len(), 8);
 }
 
@@ -332,8 +547,20 @@ async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
     // Several versions of one key, a delete marker, and another key. The
     // deny-non-TLS policy blocks plain-HTTP object writes, so lift it for the
     // setup (down must cope with it in place, so it is put back after).
-    let policy = s3.get_bucket_policy().bucket(BUCKET).send().await.unwrap().policy().unwrap().to_string();
-    s3.delete_bucket_policy().bucket(BUCKET).send().await.unwrap();
+    let policy = s3
+        .get_bucket_policy()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap()
+        .policy()
+        .unwrap()
+        .to_string();
+    s3.delete_bucket_policy()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
     for i in 0..3 {
         s3.put_object()
             .bucket(BUCKET)
@@ -343,10 +570,31 @@ async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
             .await
             .unwrap();
     }
-    s3.delete_object().bucket(BUCKET).key("events/2026/11/28/a.json").send().await.unwrap();
-    s3.put_object().bucket(BUCKET).key("dead-letters/b.json").body(b"x".to_vec().into()).send().await.unwrap();
-    s3.put_bucket_policy().bucket(BUCKET).policy(policy).send().await.unwrap();
-    let v = s3.list_object_versions().bucket(BUCKET).send().await.unwrap();
+    s3.delete_object()
+        .bucket(BUCKET)
+        .key("events/2026/11/28/a.json")
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket(BUCKET)
+        .key("dead-letters/b.json")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    s3.put_bucket_policy()
+        .bucket(BUCKET)
+        .policy(policy)
+        .send()
+        .await
+        .unwrap();
+    let v = s3
+        .list_object_versions()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(v.versions().len(), 4);
     assert_eq!(v.delete_markers().len(), 1);
 
@@ -357,7 +605,10 @@ async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
     assert!(s3.head_bucket().bucket(BUCKET).send().await.is_err());
     let iam = aws_sdk_iam::Client::new(&conf);
     for r in ROLES {
-        assert!(iam.get_role().role_name(r).send().await.is_err(), "{r} still exists");
+        assert!(
+            iam.get_role().role_name(r).send().await.is_err(),
+            "{r} still exists"
+        );
     }
 
     let again = env.run(&["down", "--yes"]);
@@ -376,16 +627,26 @@ fn bad_input_is_refused_with_a_precise_message_and_no_mutation() {
         c
     });
     assert_eq!(bad_suffix.code, 1, "{bad_suffix:?}");
-    assert!(bad_suffix.stderr.contains("invalid --suffix"), "{bad_suffix:?}");
+    assert!(
+        bad_suffix.stderr.contains("invalid --suffix"),
+        "{bad_suffix:?}"
+    );
 
     let bad_flag = env.run(&["up", "--parallel", "0"]);
-    assert_eq!(bad_flag.code, 1, "usage errors must not exit 2 (drift): {bad_flag:?}");
+    assert_eq!(
+        bad_flag.code, 1,
+        "usage errors must not exit 2 (drift): {bad_flag:?}"
+    );
 
     std::fs::write(&state, "{ this is not json").unwrap();
     let corrupt = env.run(&["up"]);
     assert_eq!(corrupt.code, 1, "{corrupt:?}");
     assert!(corrupt.stderr.contains("not valid JSON"), "{corrupt:?}");
-    assert_eq!(std::fs::read_to_string(&state).unwrap(), "{ this is not json", "corrupt state was overwritten");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        "{ this is not json",
+        "corrupt state was overwritten"
+    );
 
     std::fs::write(&state, r#"{"version": 7, "lineage": "x"}"#).unwrap();
     let newer = env.run(&["plan"]);
@@ -404,12 +665,26 @@ fn bad_input_is_refused_with_a_precise_message_and_no_mutation() {
 
     // A second run while the stack is locked.
     let lock_path = env.state_dir().join(format!("{SUFFIX}.lock"));
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
     lock.try_lock().unwrap();
-    std::fs::write(&lock_path, "pid 4242 (webhook-deploy up) on host ci since 2026-11-28T00:00:00Z").unwrap();
+    std::fs::write(
+        &lock_path,
+        "pid 4242 (webhook-deploy up) on host ci since 2026-11-28T00:00:00Z",
+    )
+    .unwrap();
     let locked = env.run(&["up"]);
     assert_eq!(locked.code, 1, "{locked:?}");
-    assert!(locked.stderr.contains("locked by pid 4242 (webhook-deploy up)"), "{locked:?}");
+    assert!(
+        locked
+            .stderr
+            .contains("locked by pid 4242 (webhook-deploy up)"),
+        "{locked:?}"
+    );
     drop(lock);
 
     let no_yes = env.run(&["down"]);
@@ -418,11 +693,18 @@ fn bad_input_is_refused_with_a_precise_message_and_no_mutation() {
 
     let missing_creds = run({
         let mut c = env.cmd(&["status"]);
-        c.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").env("AWS_CONFIG_FILE", "/nonexistent").env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent").env("AWS_EC2_METADATA_DISABLED", "true");
+        c.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
         c
     });
     assert_eq!(missing_creds.code, 1, "{missing_creds:?}");
-    assert!(missing_creds.stderr.contains("credentials"), "{missing_creds:?}");
+    assert!(
+        missing_creds.stderr.contains("credentials"),
+        "{missing_creds:?}"
+    );
 
     let m = env.proxy.mutating_calls();
     assert!(m.is_empty(), "refused runs mutated AWS: {m:#?}");

@@ -14,14 +14,18 @@ const SUFFIX: &str = "rel";
 /// Waits until the proxy has seen `k` mutating calls, then SIGKILLs the run.
 /// Mutating calls are slowed so the kill lands while later calls are in flight.
 fn kill_after_mutating_calls(env: &Env, args: &[&str], k: usize) -> support::cli::Out {
-    env.proxy.add_rule(Rule::delay(Matcher::mutating(), Duration::from_millis(60)));
+    env.proxy
+        .add_rule(Rule::delay(Matcher::mutating(), Duration::from_millis(60)));
     let mut child = env.spawn(args);
     let deadline = Instant::now() + Duration::from_secs(60);
     while env.proxy.mutating_calls().len() < k {
         if let Ok(Some(_)) = child.try_wait() {
             break;
         }
-        assert!(Instant::now() < deadline, "the run never reached {k} mutating calls");
+        assert!(
+            Instant::now() < deadline,
+            "the run never reached {k} mutating calls"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let _ = child.kill();
@@ -60,10 +64,15 @@ async fn up_killed_at_any_point_converges_on_the_next_up() {
         let up = env.run(&["up"]);
         assert_eq!(up.code, 0, "k={k}: rerun failed: {up:?}");
         let conf = env.sdk().await;
-        assert_eq!(count_tagged(&conf, SUFFIX).await, one_stack(), "k={k}: leaked or duplicated");
+        assert_eq!(
+            count_tagged(&conf, SUFFIX).await,
+            one_stack(),
+            "k={k}: leaked or duplicated"
+        );
         let status = env.run(&["status"]);
         assert_eq!(status.code, 0, "k={k}: {status:?}");
-        let st: Value = serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
+        let st: Value =
+            serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
         let pending: Vec<_> = st["resources"]
             .as_object()
             .unwrap()
@@ -71,11 +80,18 @@ async fn up_killed_at_any_point_converges_on_the_next_up() {
             .filter(|(_, r)| r.get("pending").is_some())
             .map(|(id, _)| id.clone())
             .collect();
-        assert!(pending.is_empty(), "k={k}: pending operations left in state: {pending:?}");
+        assert!(
+            pending.is_empty(),
+            "k={k}: pending operations left in state: {pending:?}"
+        );
 
         let down = env.run(&["down", "--yes"]);
         assert_eq!(down.code, 0, "k={k}: {down:?}");
-        assert_eq!(count_tagged(&conf, SUFFIX).await, nothing(), "k={k}: down left resources");
+        assert_eq!(
+            count_tagged(&conf, SUFFIX).await,
+            nothing(),
+            "k={k}: down left resources"
+        );
         report.push(k);
     }
     eprintln!("kill points tried (of {total} mutating calls): {report:?}");
@@ -92,7 +108,11 @@ async fn down_killed_part_way_finishes_on_the_next_down() {
         assert_state_sound(&env);
         let down = env.run(&["down", "--yes"]);
         assert_eq!(down.code, 0, "k={k}: {down:?}");
-        assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, nothing(), "k={k}");
+        assert_eq!(
+            count_tagged(&env.sdk().await, SUFFIX).await,
+            nothing(),
+            "k={k}"
+        );
     }
 }
 
@@ -101,10 +121,24 @@ async fn throttling_and_server_errors_do_not_change_the_result() {
     let env = Env::start(SUFFIX);
     // Seeded: 20% of calls throttled, 5% answered with a 500.
     env.proxy.add_rule(
-        Rule::fail(Matcher::any(), 0, 400, "ThrottlingException", "Rate exceeded").with_probability(0.20, 7),
+        Rule::fail(
+            Matcher::any(),
+            0,
+            400,
+            "ThrottlingException",
+            "Rate exceeded",
+        )
+        .with_probability(0.20, 7),
     );
     env.proxy.add_rule(
-        Rule::fail(Matcher::any(), 0, 500, "InternalFailure", "injected server error").with_probability(0.05, 11),
+        Rule::fail(
+            Matcher::any(),
+            0,
+            500,
+            "InternalFailure",
+            "injected server error",
+        )
+        .with_probability(0.05, 11),
     );
     let up = env.run(&["up"]);
     assert_eq!(up.code, 0, "{up:?}");
@@ -122,25 +156,38 @@ async fn throttling_and_server_errors_do_not_change_the_result() {
         .into_iter()
         .filter(|c| c.status < 400)
         .collect();
-    assert!(forwarded_mutations.is_empty(), "no-op up under faults mutated: {forwarded_mutations:#?}");
+    assert!(
+        forwarded_mutations.is_empty(),
+        "no-op up under faults mutated: {forwarded_mutations:#?}"
+    );
     let status = env.run(&["status"]);
     assert_eq!(status.code, 0, "{status:?}");
     let down = env.run(&["down", "--yes"]);
     assert_eq!(down.code, 0, "{down:?}");
     assert_eq!(count_tagged(&conf, SUFFIX).await, nothing());
-    eprintln!("faults injected over up, no-op up, status and down: {}", env.proxy.injected_calls().len());
+    eprintln!(
+        "faults injected over up, no-op up, status and down: {}",
+        env.proxy.injected_calls().len()
+    );
 }
 
 #[test]
 fn a_second_concurrent_up_is_refused_naming_the_holder() {
     let env = Env::start(SUFFIX);
     // Slow the first run down so the second starts while it holds the lock.
-    env.proxy.add_rule(Rule::delay(Matcher::any(), Duration::from_millis(40)));
+    env.proxy
+        .add_rule(Rule::delay(Matcher::any(), Duration::from_millis(40)));
     let first = env.spawn(&["up"]);
     let lock = env.state_dir().join(format!("{SUFFIX}.lock"));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&lock).unwrap_or_default().is_empty() {
-        assert!(Instant::now() < deadline, "the first run never took the lock");
+    while std::fs::read_to_string(&lock)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let second = env.run(&["up"]);
@@ -159,7 +206,12 @@ async fn lock_of_a_killed_run_does_not_block_the_next_one() {
     let killed = kill_after_mutating_calls(&env, &["up"], 3);
     assert_ne!(killed.code, 0);
     let lock = env.state_dir().join(format!("{SUFFIX}.lock"));
-    assert!(std::fs::read_to_string(&lock).unwrap().contains("webhook-deploy up"), "lock file names the dead holder");
+    assert!(
+        std::fs::read_to_string(&lock)
+            .unwrap()
+            .contains("webhook-deploy up"),
+        "lock file names the dead holder"
+    );
     let up = env.run(&["up"]);
     assert_eq!(up.code, 0, "the OS released the dead run's lock: {up:?}");
     assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, one_stack());
@@ -168,15 +220,22 @@ async fn lock_of_a_killed_run_does_not_block_the_next_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_stops_new_work_saves_state_and_the_rerun_converges() {
     let env = Env::start(SUFFIX);
-    env.proxy.add_rule(Rule::delay(Matcher::mutating(), Duration::from_millis(150)));
+    env.proxy
+        .add_rule(Rule::delay(Matcher::mutating(), Duration::from_millis(150)));
     let child = env.spawn(&["up"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while env.proxy.mutating_calls().len() < 3 {
-        assert!(Instant::now() < deadline, "no progress before the interrupt");
+        assert!(
+            Instant::now() < deadline,
+            "no progress before the interrupt"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let pid = child.id().to_string();
-    let sent = std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
     assert!(sent.success());
     let out = wait(child);
     env.proxy.clear_rules();

@@ -48,10 +48,14 @@ impl Cx {
     /// An attribute of another resource; `Unknown` until it has been read or created.
     pub fn attr(&self, id: &str, key: &str) -> Result<String, Unknown> {
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-        known.get(id).and_then(|a| a.get(key)).cloned().ok_or_else(|| Unknown {
-            id: id.to_string(),
-            key: key.to_string(),
-        })
+        known
+            .get(id)
+            .and_then(|a| a.get(key))
+            .cloned()
+            .ok_or_else(|| Unknown {
+                id: id.to_string(),
+                key: key.to_string(),
+            })
     }
 
     pub fn publish(&self, id: &str, attrs: Attrs) {

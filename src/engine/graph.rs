@@ -49,8 +49,15 @@ pub fn validate(nodes: &[Node]) -> Result<()> {
 
 /// Kahn's order; shorter than the input when there is a cycle.
 pub fn topo_order(nodes: &[Node]) -> Vec<String> {
-    let mut indeg: BTreeMap<&str, usize> = nodes.iter().map(|n| (n.id.as_str(), n.deps.len())).collect();
-    let mut queue: VecDeque<&str> = nodes.iter().filter(|n| n.deps.is_empty()).map(|n| n.id.as_str()).collect();
+    let mut indeg: BTreeMap<&str, usize> = nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.deps.len()))
+        .collect();
+    let mut queue: VecDeque<&str> = nodes
+        .iter()
+        .filter(|n| n.deps.is_empty())
+        .map(|n| n.id.as_str())
+        .collect();
     let mut out = Vec::new();
     while let Some(id) = queue.pop_front() {
         out.push(id.to_string());
@@ -100,7 +107,8 @@ where
     let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
     // Ready nodes keep the definition's order, so runs are predictable.
     let mut ready: VecDeque<String> = VecDeque::new();
-    let take_ready = |waiting: &mut BTreeMap<String, BTreeSet<String>>, ready: &mut VecDeque<String>| {
+    let take_ready = |waiting: &mut BTreeMap<String, BTreeSet<String>>,
+                      ready: &mut VecDeque<String>| {
         for n in nodes {
             if waiting.get(&n.id).is_some_and(|d| d.is_empty()) {
                 waiting.remove(&n.id);
@@ -123,7 +131,10 @@ where
             Ok(pair) => pair,
             Err(e) => {
                 // A panicking task cannot name itself; report it and stop scheduling.
-                results.insert(format!("<task {}>", e.id()), Outcome::Failed(anyhow::anyhow!("internal error: {e}")));
+                results.insert(
+                    format!("<task {}>", e.id()),
+                    Outcome::Failed(anyhow::anyhow!("internal error: {e}")),
+                );
                 stop.store(true, Ordering::SeqCst);
                 continue;
             }
@@ -148,7 +159,11 @@ where
     results
 }
 
-fn skip_dependents(failed: &str, waiting: &mut BTreeMap<String, BTreeSet<String>>, results: &mut BTreeMap<String, Outcome>) {
+fn skip_dependents(
+    failed: &str,
+    waiting: &mut BTreeMap<String, BTreeSet<String>>,
+    results: &mut BTreeMap<String, Outcome>,
+) {
     let mut frontier = vec![failed.to_string()];
     while let Some(f) = frontier.pop() {
         let hit: Vec<String> = waiting
@@ -179,7 +194,13 @@ mod tests {
     }
 
     fn diamond() -> Vec<Node> {
-        vec![node("a", &[]), node("b", &["a"]), node("c", &["a"]), node("d", &["b", "c"]), node("e", &[])]
+        vec![
+            node("a", &[]),
+            node("b", &["a"]),
+            node("c", &["a"]),
+            node("d", &["b", "c"]),
+            node("e", &[]),
+        ]
     }
 
     #[tokio::test]
@@ -268,7 +289,9 @@ mod tests {
         })
         .await;
         assert!(matches!(res["a"], Outcome::Done));
-        assert!(["b", "c", "d", "e"].iter().all(|k| matches!(res[*k], Outcome::Cancelled)));
+        assert!(["b", "c", "d", "e"]
+            .iter()
+            .all(|k| matches!(res[*k], Outcome::Cancelled)));
     }
 
     #[test]

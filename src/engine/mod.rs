@@ -83,14 +83,23 @@ impl Report {
     pub fn errors(&self) -> Vec<&Entry> {
         self.entries
             .iter()
-            .filter(|e| matches!(e.action, Action::Failed | Action::Skipped | Action::Cancelled))
+            .filter(|e| {
+                matches!(
+                    e.action,
+                    Action::Failed | Action::Skipped | Action::Cancelled
+                )
+            })
             .collect()
     }
     pub fn has_changes(&self) -> bool {
         self.entries.iter().any(|e| {
             matches!(
                 e.action,
-                Action::Create | Action::Update | Action::Adopt | Action::Delete | Action::AfterDependencies
+                Action::Create
+                    | Action::Update
+                    | Action::Adopt
+                    | Action::Delete
+                    | Action::AfterDependencies
             )
         })
     }
@@ -142,8 +151,11 @@ impl Engine {
     pub async fn run(&self, mode: Mode) -> Report {
         let started = Instant::now();
         let entries: Arc<Mutex<BTreeMap<String, Entry>>> = Arc::default();
-        let by_id: BTreeMap<String, Arc<dyn Resource>> =
-            self.resources.iter().map(|r| (r.id().to_string(), r.clone())).collect();
+        let by_id: BTreeMap<String, Arc<dyn Resource>> = self
+            .resources
+            .iter()
+            .map(|r| (r.id().to_string(), r.clone()))
+            .collect();
         let nodes = if mode == Mode::Down {
             graph::reversed(&self.nodes)
         } else {
@@ -186,7 +198,9 @@ impl Engine {
             let id = r.id();
             let entry = match outcomes.get(id) {
                 Some(Outcome::Done) => done.remove(id).filter(|e| e.action != Action::Absent),
-                Some(Outcome::Failed(e)) => Some(failed(r.as_ref(), Action::Failed, format!("{e:#}"))),
+                Some(Outcome::Failed(e)) => {
+                    Some(failed(r.as_ref(), Action::Failed, format!("{e:#}")))
+                }
                 Some(Outcome::Skipped(dep)) => Some(failed(
                     r.as_ref(),
                     Action::Skipped,
@@ -194,7 +208,11 @@ impl Engine {
                 )),
                 Some(Outcome::Cancelled) => {
                     interrupted = true;
-                    Some(failed(r.as_ref(), Action::Cancelled, "not attempted: the run was interrupted".into()))
+                    Some(failed(
+                        r.as_ref(),
+                        Action::Cancelled,
+                        "not attempted: the run was interrupted".into(),
+                    ))
                 }
                 None => None,
             };
@@ -245,12 +263,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn first_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").lines().next().unwrap_or_default().to_string()
+    format!("{e:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn describe_done(e: &Entry, took: std::time::Duration) -> String {
     let t = format!("{:.1}s", took.as_secs_f64());
-    let fields = || e.drift.iter().map(|d| d.field.as_str()).collect::<Vec<_>>().join(", ");
+    let fields = || {
+        e.drift
+            .iter()
+            .map(|d| d.field.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match e.action {
         Action::Create => format!("created ({t})"),
         Action::Update => format!("updated {} ({t})", fields()),
@@ -277,7 +305,13 @@ impl Cx {
 
 /// Records a resource's new physical id and attributes, and saves the state
 /// file when the record changed (a no-op run writes nothing).
-fn record(state: &Mutex<State>, path: &std::path::Path, res: &dyn Resource, cx: &Cx, live: &resource::Live) -> Result<()> {
+fn record(
+    state: &Mutex<State>,
+    path: &std::path::Path,
+    res: &dyn Resource,
+    cx: &Cx,
+    live: &resource::Live,
+) -> Result<()> {
     let applied = res.desired(cx).unwrap_or(serde_json::Value::Null);
     let rec = Record {
         kind: res.kind().to_string(),
@@ -297,21 +331,34 @@ fn record(state: &Mutex<State>, path: &std::path::Path, res: &dyn Resource, cx: 
 
 /// Writes the intent to create before the call, so a run killed mid-call
 /// leaves a trace: the next run finds the object by name/tag and adopts it.
-fn mark_pending(state: &Mutex<State>, path: &std::path::Path, res: &dyn Resource, op: &str) -> Result<()> {
+fn mark_pending(
+    state: &Mutex<State>,
+    path: &std::path::Path,
+    res: &dyn Resource,
+    op: &str,
+) -> Result<()> {
     let mut st = lock(state);
-    let rec = st.resources.entry(res.id().to_string()).or_insert_with(|| Record {
-        kind: res.kind().to_string(),
-        physical_id: String::new(),
-        attrs: Default::default(),
-        applied: serde_json::Value::Null,
-        pending: None,
-    });
+    let rec = st
+        .resources
+        .entry(res.id().to_string())
+        .or_insert_with(|| Record {
+            kind: res.kind().to_string(),
+            physical_id: String::new(),
+            attrs: Default::default(),
+            applied: serde_json::Value::Null,
+            pending: None,
+        });
     rec.pending = Some(op.to_string());
     st.serial += 1;
     state::save(path, &st)
 }
 
-async fn up_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>, path: &std::path::Path) -> Result<Entry> {
+async fn up_one(
+    res: &dyn Resource,
+    cx: &Cx,
+    state: &Mutex<State>,
+    path: &std::path::Path,
+) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
     let confirmed = rec.as_ref().and_then(Record::confirmed);
     if !res.wanted() {
@@ -349,7 +396,11 @@ async fn up_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>, path: &std::p
 }
 
 async fn plan_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<Entry> {
-    let rec = lock(state).resources.get(res.id()).cloned().filter(|r| r.pending.is_none());
+    let rec = lock(state)
+        .resources
+        .get(res.id())
+        .cloned()
+        .filter(|r| r.pending.is_none());
     cx.say("reading");
     let entry = |action, physical_id, drift| Entry {
         id: res.id().to_string(),
@@ -382,7 +433,11 @@ async fn plan_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<E
         }
         Err(e) if e.downcast_ref::<Unknown>().is_some() => Ok(Entry {
             error: Some(format!("{e}")),
-            ..entry(Action::AfterDependencies, rec.map(|r| r.physical_id), vec![])
+            ..entry(
+                Action::AfterDependencies,
+                rec.map(|r| r.physical_id),
+                vec![],
+            )
         }),
         Err(e) => Err(e),
     }
@@ -416,7 +471,11 @@ async fn remove_unwanted(
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),
-        action: if existed { Action::Delete } else { Action::Absent },
+        action: if existed {
+            Action::Delete
+        } else {
+            Action::Absent
+        },
         physical_id: found.map(|l| l.physical_id),
         drift: vec![],
         error: None,
@@ -425,10 +484,17 @@ async fn remove_unwanted(
     })
 }
 
-async fn down_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>, path: &std::path::Path) -> Result<Entry> {
+async fn down_one(
+    res: &dyn Resource,
+    cx: &Cx,
+    state: &Mutex<State>,
+    path: &std::path::Path,
+) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
     cx.say("deleting");
-    let existed = res.delete(cx, rec.as_ref().and_then(Record::confirmed)).await?;
+    let existed = res
+        .delete(cx, rec.as_ref().and_then(Record::confirmed))
+        .await?;
     {
         let mut st = lock(state);
         if st.resources.remove(res.id()).is_some() {
@@ -439,7 +505,11 @@ async fn down_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>, path: &std:
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),
-        action: if existed { Action::Delete } else { Action::Gone },
+        action: if existed {
+            Action::Delete
+        } else {
+            Action::Gone
+        },
         physical_id: rec.map(|r| r.physical_id),
         drift: vec![],
         error: None,

@@ -12,7 +12,10 @@ pub struct Progress {
 }
 
 enum Mode {
-    Bars { _multi: MultiProgress, bars: HashMap<String, ProgressBar> },
+    Bars {
+        _multi: MultiProgress,
+        bars: HashMap<String, ProgressBar>,
+    },
     Plain,
     Quiet,
 }
@@ -24,9 +27,11 @@ impl Progress {
         let start = Instant::now();
         let mode = if std::io::stderr().is_terminal() {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
-            let style = ProgressStyle::with_template("{spinner:.cyan} {prefix:<22.bold} {msg} {elapsed:.dim}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner())
-                .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ");
+            let style = ProgressStyle::with_template(
+                "{spinner:.cyan} {prefix:<22.bold} {msg} {elapsed:.dim}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ");
             let bars = ids
                 .iter()
                 .map(|(id, _)| {
@@ -38,7 +43,10 @@ impl Progress {
                     (id.clone(), bar)
                 })
                 .collect();
-            Mode::Bars { _multi: multi, bars }
+            Mode::Bars {
+                _multi: multi,
+                bars,
+            }
         } else if verbose {
             Mode::Plain
         } else {
@@ -63,7 +71,10 @@ impl Progress {
         match &self.mode {
             Mode::Bars { bars, .. } => {
                 if let Some(b) = bars.get(id) {
-                    b.set_style(ProgressStyle::with_template("  {prefix:<22.bold} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    b.set_style(
+                        ProgressStyle::with_template("  {prefix:<22.bold} {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
                     b.finish_with_message(msg);
                 }
             }
@@ -82,6 +93,9 @@ impl Progress {
     }
 
     fn line(&self, id: &str, msg: &str) {
-        eprintln!("[{:>6.1}s] {id:<22} {msg}", self.start.elapsed().as_secs_f64());
+        eprintln!(
+            "[{:>6.1}s] {id:<22} {msg}",
+            self.start.elapsed().as_secs_f64()
+        );
     }
 }

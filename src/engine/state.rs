@@ -44,7 +44,13 @@ impl State {
     }
 
     /// Refuses a state file that belongs to another stack, region or account.
-    pub fn check_matches(&self, path: &Path, suffix: &str, region: &str, account: &str) -> Result<()> {
+    pub fn check_matches(
+        &self,
+        path: &Path,
+        suffix: &str,
+        region: &str,
+        account: &str,
+    ) -> Result<()> {
         if self.suffix != suffix {
             bail!(
                 "state file {} belongs to stack '{}', not '{}'; use --suffix {} or another --state-dir",
@@ -96,7 +102,9 @@ pub fn load(path: &Path) -> Result<Option<State>> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read state file {}", path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read state file {}", path.display()))
+        }
     };
     // Look at the version before the full schema, so a newer file is named
     // as such rather than as "corrupt".
@@ -131,7 +139,8 @@ pub fn load(path: &Path) -> Result<Option<State>> {
 /// rename, fsync of the directory.
 pub fn save(path: &Path, state: &State) -> Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("cannot create state directory {}", dir.display()))?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create state directory {}", dir.display()))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".state-")
         .suffix(".tmp")
@@ -158,7 +167,8 @@ pub struct StackLock {
 impl StackLock {
     pub fn acquire(path: &Path, command: &str) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).with_context(|| format!("cannot create state directory {}", dir.display()))?;
+            fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -173,7 +183,11 @@ impl StackLock {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
-                let holder = if holder.is_empty() { "another webhook-deploy process" } else { holder };
+                let holder = if holder.is_empty() {
+                    "another webhook-deploy process"
+                } else {
+                    holder
+                };
                 bail!(
                     "the stack is locked by {holder} (lock file {}); wait for that run to finish",
                     path.display()
@@ -223,11 +237,18 @@ mod tests {
         fs::write(&p, r#"{"version": 99}"#).unwrap();
         assert!(load(&p).unwrap_err().to_string().contains("newer"));
         fs::write(&p, r#"{"hello": 1}"#).unwrap();
-        assert!(load(&p).unwrap_err().to_string().contains("not a webhook-deploy state file"));
+        assert!(load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not a webhook-deploy state file"));
         let s = State::new("dev", "eu-west-1", "123456789012");
-        let e = s.check_matches(&p, "dev", "us-east-1", "123456789012").unwrap_err();
+        let e = s
+            .check_matches(&p, "dev", "us-east-1", "123456789012")
+            .unwrap_err();
         assert!(e.to_string().contains("region eu-west-1"));
-        let e = s.check_matches(&p, "dev", "eu-west-1", "999999999999").unwrap_err();
+        let e = s
+            .check_matches(&p, "dev", "eu-west-1", "999999999999")
+            .unwrap_err();
         assert!(e.to_string().contains("account"));
     }
 

@@ -87,11 +87,18 @@ impl Resource for EventsTable {
             Err(e) if is_code(&e, &["ResourceNotFoundException"]) => return Ok(None),
             Err(e) => return Err(e).context("dynamodb:DescribeTable failed"),
         };
-        let t = table.table().context("dynamodb:DescribeTable returned no table")?;
+        let t = table
+            .table()
+            .context("dynamodb:DescribeTable returned no table")?;
         let key: Vec<(String, String)> = t
             .key_schema()
             .iter()
-            .map(|k| (k.attribute_name().to_string(), k.key_type().as_str().to_string()))
+            .map(|k| {
+                (
+                    k.attribute_name().to_string(),
+                    k.key_type().as_str().to_string(),
+                )
+            })
             .collect();
         if key != [(KEY.to_string(), "HASH".to_string())] {
             bail!(
@@ -108,13 +115,21 @@ impl Resource for EventsTable {
             .map(|b| b.as_str().to_string())
             .unwrap_or_else(|| "PROVISIONED".into());
         check(d, "billing_mode", &"PAY_PER_REQUEST".to_string(), &billing);
-        let sse = t.sse_description().and_then(|s| s.status()).is_some_and(|s| *s == SseStatus::Enabled);
+        let sse = t
+            .sse_description()
+            .and_then(|s| s.status())
+            .is_some_and(|s| *s == SseStatus::Enabled);
         check(d, "sse", &true, &sse);
         let stream_view = stream
             .filter(|s| s.stream_enabled())
             .and_then(|s| s.stream_view_type())
             .map(|v| v.as_str().to_string());
-        check(d, "stream", &Some("NEW_AND_OLD_IMAGES".to_string()), &stream_view);
+        check(
+            d,
+            "stream",
+            &Some("NEW_AND_OLD_IMAGES".to_string()),
+            &stream_view,
+        );
         let pitr = backups
             .context("dynamodb:DescribeContinuousBackups failed")?
             .continuous_backups_description()
@@ -126,10 +141,20 @@ impl Resource for EventsTable {
         let ttl = ttl.context("dynamodb:DescribeTimeToLive failed")?;
         let ttl = ttl.time_to_live_description();
         let ttl_on = ttl
-            .filter(|t| matches!(t.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)))
+            .filter(|t| {
+                matches!(
+                    t.time_to_live_status(),
+                    Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+                )
+            })
             .and_then(|t| t.attribute_name())
             .map(str::to_string);
-        check(d, "ttl_attribute", &Some(TTL_ATTRIBUTE.to_string()), &ttl_on);
+        check(
+            d,
+            "ttl_attribute",
+            &Some(TTL_ATTRIBUTE.to_string()),
+            &ttl_on,
+        );
         let have_tags: BTreeMap<String, String> = tags
             .context("dynamodb:ListTagsOfResource failed")?
             .tags()
@@ -152,7 +177,12 @@ impl Resource for EventsTable {
                     .attribute_type(ScalarAttributeType::S)
                     .build()?,
             )
-            .key_schema(KeySchemaElement::builder().attribute_name(KEY).key_type(KeyType::Hash).build()?)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(KEY)
+                    .key_type(KeyType::Hash)
+                    .build()?,
+            )
             .billing_mode(BillingMode::PayPerRequest)
             .sse_specification(SseSpecification::builder().enabled(true).build())
             .stream_specification(
@@ -168,7 +198,10 @@ impl Resource for EventsTable {
             Ok(_) => {}
             // An interrupted earlier run created it: converge it instead.
             Err(e) if is_code(&e, &["ResourceInUseException"]) => {
-                let l = self.read(cx, None).await?.context("table exists but cannot be read")?;
+                let l = self
+                    .read(cx, None)
+                    .await?
+                    .context("table exists but cannot be read")?;
                 return self.update(cx, &l).await;
             }
             Err(e) => return Err(e).context("dynamodb:CreateTable failed"),
@@ -181,7 +214,9 @@ impl Resource for EventsTable {
             .context("the table did not become ACTIVE within 10 minutes")?;
         self.enable_pitr(cx).await?;
         self.enable_ttl(cx).await?;
-        self.read(cx, None).await?.context("the table vanished right after creation")
+        self.read(cx, None)
+            .await?
+            .context("the table vanished right after creation")
     }
 
     async fn update(&self, cx: &Cx, l: &Live) -> Result<Live> {
@@ -196,7 +231,8 @@ impl Resource for EventsTable {
                     needs_table_update = true;
                 }
                 "sse" => {
-                    table_update = table_update.sse_specification(SseSpecification::builder().enabled(true).build());
+                    table_update = table_update
+                        .sse_specification(SseSpecification::builder().enabled(true).build());
                     needs_table_update = true;
                 }
                 "stream" => {
@@ -222,7 +258,10 @@ impl Resource for EventsTable {
             }
         }
         if needs_table_update {
-            table_update.send().await.context("dynamodb:UpdateTable failed")?;
+            table_update
+                .send()
+                .await
+                .context("dynamodb:UpdateTable failed")?;
             cx.say("waiting for the table update to finish");
             db.wait_until_table_exists()
                 .table_name(&name)
@@ -230,7 +269,10 @@ impl Resource for EventsTable {
                 .await
                 .context("the table did not become ACTIVE within 10 minutes")?;
         }
-        let mut after = self.read(cx, None).await?.context("the table vanished during update")?;
+        let mut after = self
+            .read(cx, None)
+            .await?
+            .context("the table vanished during update")?;
         // Report the drift that was repaired, not what is left (nothing).
         after.drift.clear();
         Ok(after)

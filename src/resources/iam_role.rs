@@ -56,7 +56,9 @@ impl FunctionRole {
 
 /// IAM returns policy documents URL-encoded; compare them as JSON.
 fn decode_policy(doc: &str) -> Value {
-    let text = urlencoding::decode(doc).map(|c| c.into_owned()).unwrap_or_else(|_| doc.to_string());
+    let text = urlencoding::decode(doc)
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|_| doc.to_string());
     serde_json::from_str(&text).unwrap_or(Value::String(text))
 }
 
@@ -70,7 +72,11 @@ impl Resource for FunctionRole {
     }
     fn depends_on(&self) -> Vec<String> {
         // The policy names the table, its stream, the bucket and the log group.
-        vec![ids::TABLE.into(), ids::BUCKET.into(), ids::log_group(self.function)]
+        vec![
+            ids::TABLE.into(),
+            ids::BUCKET.into(),
+            ids::log_group(self.function),
+        ]
     }
     fn desired(&self, cx: &Cx) -> Result<Value> {
         Ok(json!({
@@ -86,7 +92,10 @@ impl Resource for FunctionRole {
         let name = self.name(cx);
         let (role, policy, tags) = tokio::join!(
             iam.get_role().role_name(&name).send(),
-            iam.get_role_policy().role_name(&name).policy_name(POLICY_NAME).send(),
+            iam.get_role_policy()
+                .role_name(&name)
+                .policy_name(POLICY_NAME)
+                .send(),
             iam.list_role_tags().role_name(&name).send()
         );
         let role = match role {
@@ -97,9 +106,13 @@ impl Resource for FunctionRole {
         let role = role.role().context("iam:GetRole returned no role")?;
         let mut live = self.live(cx, role.arn());
         let want_trust = Self::trust_policy();
-        let have_trust = role.assume_role_policy_document().map(decode_policy).unwrap_or(Value::Null);
+        let have_trust = role
+            .assume_role_policy_document()
+            .map(decode_policy)
+            .unwrap_or(Value::Null);
         if want_trust != have_trust {
-            live.drift.push(Drift::new("assume_role_policy", &want_trust, &have_trust));
+            live.drift
+                .push(Drift::new("assume_role_policy", &want_trust, &have_trust));
         }
         let want_policy = self.policy(cx)?;
         let have_policy = match policy {
@@ -108,10 +121,15 @@ impl Resource for FunctionRole {
             Err(e) => return Err(e).context("iam:GetRolePolicy failed"),
         };
         if want_policy != have_policy {
-            live.drift.push(Drift::new("policy", &want_policy, &have_policy));
+            live.drift
+                .push(Drift::new("policy", &want_policy, &have_policy));
         }
         let have_tags: BTreeMap<String, String> = match tags {
-            Ok(t) => t.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
+            Ok(t) => t
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
             Err(e) if is_code(&e, &["NoSuchEntity"]) => BTreeMap::new(),
             Err(e) => return Err(e).context("iam:ListRoleTags failed"),
         };
@@ -130,16 +148,25 @@ impl Resource for FunctionRole {
         let arn = match iam
             .create_role()
             .role_name(&name)
-            .description(format!("Execution role of {}", cx.stack.function_name(self.function)))
+            .description(format!(
+                "Execution role of {}",
+                cx.stack.function_name(self.function)
+            ))
             .assume_role_policy_document(Self::trust_policy().to_string())
             .set_tags(Some(tags))
             .send()
             .await
         {
-            Ok(out) => out.role().map(|r| r.arn().to_string()).context("iam:CreateRole returned no role")?,
+            Ok(out) => out
+                .role()
+                .map(|r| r.arn().to_string())
+                .context("iam:CreateRole returned no role")?,
             // Created by an earlier, interrupted run: converge it instead.
             Err(e) if is_code(&e, &["EntityAlreadyExists"]) => {
-                let live = self.read(cx, None).await?.context("role exists but cannot be read")?;
+                let live = self
+                    .read(cx, None)
+                    .await?
+                    .context("role exists but cannot be read")?;
                 return self.update(cx, &live).await;
             }
             Err(e) => return Err(e).context("iam:CreateRole failed"),
@@ -192,7 +219,13 @@ impl Resource for FunctionRole {
             Err(e) => return Err(e).context("iam:ListRolePolicies failed"),
         };
         for p in inline {
-            match iam.delete_role_policy().role_name(&name).policy_name(&p).send().await {
+            match iam
+                .delete_role_policy()
+                .role_name(&name)
+                .policy_name(&p)
+                .send()
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if is_code(&e, &["NoSuchEntity"]) => {}
                 Err(e) => return Err(e).context("iam:DeleteRolePolicy failed"),

@@ -24,7 +24,10 @@ impl LogGroup {
     }
 
     fn arn(&self, cx: &Cx) -> String {
-        format!("arn:aws:logs:{}:{}:log-group:{}", cx.stack.region, cx.stack.account, self.name)
+        format!(
+            "arn:aws:logs:{}:{}:log-group:{}",
+            cx.stack.region, cx.stack.account, self.name
+        )
     }
 
     fn tags(&self, cx: &Cx) -> BTreeMap<String, String> {
@@ -32,7 +35,9 @@ impl LogGroup {
     }
 
     fn live(&self, cx: &Cx) -> Live {
-        Live::new(&self.name).attr("name", &self.name).attr("arn", self.arn(cx))
+        Live::new(&self.name)
+            .attr("name", &self.name)
+            .attr("arn", self.arn(cx))
     }
 }
 
@@ -48,17 +53,27 @@ impl Resource for LogGroup {
         vec![]
     }
     fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
-        Ok(json!({ "name": self.name, "retention_days": self.retention_days, "tags": self.tags(cx) }))
+        Ok(
+            json!({ "name": self.name, "retention_days": self.retention_days, "tags": self.tags(cx) }),
+        )
     }
 
     async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
         let logs = &cx.aws.logs;
         let (groups, tags) = tokio::join!(
-            logs.describe_log_groups().log_group_name_prefix(&self.name).send(),
-            logs.list_tags_for_resource().resource_arn(self.arn(cx)).send()
+            logs.describe_log_groups()
+                .log_group_name_prefix(&self.name)
+                .send(),
+            logs.list_tags_for_resource()
+                .resource_arn(self.arn(cx))
+                .send()
         );
         let groups = groups.context("logs:DescribeLogGroups failed")?;
-        let Some(group) = groups.log_groups().iter().find(|g| g.log_group_name() == Some(self.name.as_str())) else {
+        let Some(group) = groups
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(self.name.as_str()))
+        else {
             return Ok(None);
         };
         let have_tags: BTreeMap<String, String> = match tags {
@@ -67,7 +82,12 @@ impl Resource for LogGroup {
             Err(e) => return Err(e).context("logs:ListTagsForResource failed"),
         };
         let mut live = self.live(cx);
-        check(&mut live.drift, "retention_days", &Some(self.retention_days), &group.retention_in_days());
+        check(
+            &mut live.drift,
+            "retention_days",
+            &Some(self.retention_days),
+            &group.retention_in_days(),
+        );
         live.drift.extend(tags_drift(&self.tags(cx), &have_tags));
         Ok(Some(live))
     }
@@ -120,7 +140,14 @@ impl Resource for LogGroup {
     }
 
     async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
-        match cx.aws.logs.delete_log_group().log_group_name(&self.name).send().await {
+        match cx
+            .aws
+            .logs
+            .delete_log_group()
+            .log_group_name(&self.name)
+            .send()
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if is_code(&e, &["ResourceNotFoundException"]) => Ok(false),
             Err(e) => Err(e).context("logs:DeleteLogGroup failed"),

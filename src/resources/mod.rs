@@ -19,7 +19,13 @@ pub fn is_code<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
 /// Retries `op` while it fails with one of `codes` (an AWS consistency delay
 /// the SDK's own retry does not know about), for at most `limit`, showing
 /// `waiting_for` on the resource's progress line.
-pub async fn retry_while<T, E, F, Fut>(cx: &Cx, codes: &[&str], limit: Duration, waiting_for: &str, mut op: F) -> Result<T, E>
+pub async fn retry_while<T, E, F, Fut>(
+    cx: &Cx,
+    codes: &[&str],
+    limit: Duration,
+    waiting_for: &str,
+    mut op: F,
+) -> Result<T, E>
 where
     E: ProvideErrorMetadata,
     F: FnMut() -> Fut,
@@ -44,7 +50,10 @@ where
 }
 
 /// Tag changes needed to go from `have` to `want`: (to set, keys to remove).
-pub fn tag_delta(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> (BTreeMap<String, String>, Vec<String>) {
+pub fn tag_delta(
+    want: &BTreeMap<String, String>,
+    have: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Vec<String>) {
     let set = want
         .iter()
         .filter(|(k, v)| have.get(*k) != Some(*v))
@@ -60,16 +69,28 @@ pub fn tag_delta(want: &BTreeMap<String, String>, have: &BTreeMap<String, String
 }
 
 /// Compares tags, ignoring keys someone else added (they are not drift).
-pub fn tags_drift(want: &BTreeMap<String, String>, have: &BTreeMap<String, String>) -> Option<crate::engine::resource::Drift> {
+pub fn tags_drift(
+    want: &BTreeMap<String, String>,
+    have: &BTreeMap<String, String>,
+) -> Option<crate::engine::resource::Drift> {
     let (set, remove) = tag_delta(want, have);
     if set.is_empty() && remove.is_empty() {
         return None;
     }
-    let fmt = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let fmt = |m: &BTreeMap<String, String>| {
+        m.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let have_sub: BTreeMap<String, String> = have
         .iter()
         .filter(|(k, _)| set.contains_key(*k) || remove.contains(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Some(crate::engine::resource::Drift::new("tags", fmt(&set), fmt(&have_sub)))
+    Some(crate::engine::resource::Drift::new(
+        "tags",
+        fmt(&set),
+        fmt(&have_sub),
+    ))
 }

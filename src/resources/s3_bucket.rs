@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
     BucketVersioningStatus, CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleRule,
-    LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier, PublicAccessBlockConfiguration,
-    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
-    ServerSideEncryptionRule, Tag, Tagging, Transition, TransitionStorageClass, VersioningConfiguration,
+    LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging, Transition,
+    TransitionStorageClass, VersioningConfiguration,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -56,8 +57,12 @@ impl Lifecycle {
                 .iter()
                 .find(|t| t.storage_class() == Some(&TransitionStorageClass::Glacier))
                 .and_then(|t| t.days()),
-            noncurrent_expire_days: r.noncurrent_version_expiration().and_then(|n| n.noncurrent_days()),
-            abort_multipart_days: r.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation()),
+            noncurrent_expire_days: r
+                .noncurrent_version_expiration()
+                .and_then(|n| n.noncurrent_days()),
+            abort_multipart_days: r
+                .abort_incomplete_multipart_upload()
+                .and_then(|a| a.days_after_initiation()),
         }
     }
 }
@@ -88,7 +93,9 @@ impl ArchiveBucket {
 
     fn live(cx: &Cx) -> Live {
         let name = cx.stack.bucket_name();
-        Live::new(&name).attr("name", &name).attr("arn", cx.stack.bucket_arn())
+        Live::new(&name)
+            .attr("name", &name)
+            .attr("arn", cx.stack.bucket_arn())
     }
 }
 
@@ -120,7 +127,9 @@ impl Resource for ArchiveBucket {
         let b = cx.stack.bucket_name();
         match s3.head_bucket().bucket(&b).send().await {
             Ok(_) => {}
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => return Ok(None),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                return Ok(None)
+            }
             Err(e) => return Err(e).context("s3:HeadBucket failed"),
         }
         let (ver, enc, lc, pab, pol, tags) = tokio::join!(
@@ -157,10 +166,19 @@ impl Resource for ArchiveBucket {
             Err(e) if is_code(&e, &["ServerSideEncryptionConfigurationNotFoundError"]) => None,
             Err(e) => return Err(e).context("s3:GetBucketEncryption failed"),
         };
-        check(d, "encryption", &Some(("AES256".to_string(), true)), &encryption);
+        check(
+            d,
+            "encryption",
+            &Some(("AES256".to_string(), true)),
+            &encryption,
+        );
 
         let lifecycle = match lc {
-            Ok(o) => o.rules().iter().find(|r| r.id() == Some(LIFECYCLE_RULE_ID)).map(Lifecycle::from_rule),
+            Ok(o) => o
+                .rules()
+                .iter()
+                .find(|r| r.id() == Some(LIFECYCLE_RULE_ID))
+                .map(Lifecycle::from_rule),
             Err(e) if is_code(&e, &["NoSuchLifecycleConfiguration"]) => None,
             Err(e) => return Err(e).context("s3:GetBucketLifecycleConfiguration failed"),
         };
@@ -185,7 +203,10 @@ impl Resource for ArchiveBucket {
         check(d, "public_access_block", &[true; 4], &blocks);
 
         let policy = match pol {
-            Ok(o) => o.policy().and_then(|p| serde_json::from_str::<Value>(p).ok()).unwrap_or(Value::Null),
+            Ok(o) => o
+                .policy()
+                .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                .unwrap_or(Value::Null),
             Err(e) if is_code(&e, &["NoSuchBucketPolicy"]) => Value::Null,
             Err(e) => return Err(e).context("s3:GetBucketPolicy failed"),
         };
@@ -195,7 +216,11 @@ impl Resource for ArchiveBucket {
         }
 
         let have_tags: BTreeMap<String, String> = match tags {
-            Ok(o) => o.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
+            Ok(o) => o
+                .tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
             Err(e) if is_code(&e, &["NoSuchTagSet"]) => BTreeMap::new(),
             Err(e) => return Err(e).context("s3:GetBucketTagging failed"),
         };
@@ -219,7 +244,9 @@ impl Resource for ArchiveBucket {
             Ok(_) => {}
             Err(e) if is_code(&e, &["BucketAlreadyOwnedByYou"]) => {}
             Err(e) if is_code(&e, &["BucketAlreadyExists"]) => {
-                anyhow::bail!("bucket name {b} is taken by another AWS account; bucket names are global")
+                anyhow::bail!(
+                    "bucket name {b} is taken by another AWS account; bucket names are global"
+                )
             }
             Err(e) => return Err(e).context("s3:CreateBucket failed"),
         }
@@ -256,7 +283,9 @@ impl Resource for ArchiveBucket {
         let b = cx.stack.bucket_name();
         match s3.head_bucket().bucket(&b).send().await {
             Ok(_) => {}
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => return Ok(false),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                return Ok(false)
+            }
             Err(e) => return Err(e).context("s3:HeadBucket failed"),
         }
         // The deny-non-TLS policy would block emptying through a plain-HTTP
@@ -268,7 +297,9 @@ impl Resource for ArchiveBucket {
         }
         let removed = self.empty(cx).await?;
         if removed > 0 {
-            cx.say(format!("emptied {removed} object versions and delete markers"));
+            cx.say(format!(
+                "emptied {removed} object versions and delete markers"
+            ));
         }
         match s3.delete_bucket().bucket(&b).send().await {
             Ok(_) => Ok(true),
@@ -321,8 +352,18 @@ impl ArchiveBucket {
                 .versions()
                 .iter()
                 .map(|v| (v.key(), v.version_id()))
-                .chain(page.delete_markers().iter().map(|m| (m.key(), m.version_id())))
-                .filter_map(|(k, v)| ObjectIdentifier::builder().key(k?).set_version_id(v.map(str::to_string)).build().ok())
+                .chain(
+                    page.delete_markers()
+                        .iter()
+                        .map(|m| (m.key(), m.version_id())),
+                )
+                .filter_map(|(k, v)| {
+                    ObjectIdentifier::builder()
+                        .key(k?)
+                        .set_version_id(v.map(str::to_string))
+                        .build()
+                        .ok()
+                })
                 .collect();
             if ids.is_empty() {
                 return Ok(removed);
@@ -332,7 +373,12 @@ impl ArchiveBucket {
             let out = s3
                 .delete_objects()
                 .bucket(&b)
-                .delete(Delete::builder().set_objects(Some(ids)).quiet(true).build()?)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(ids))
+                        .quiet(true)
+                        .build()?,
+                )
                 .send()
                 .await
                 .context("s3:DeleteObjects failed")?;
@@ -353,7 +399,11 @@ impl ArchiveBucket {
             .s3
             .put_bucket_versioning()
             .bucket(cx.stack.bucket_name())
-            .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
             .send()
             .await
             .context("s3:PutBucketVersioning failed")?;
@@ -373,7 +423,11 @@ impl ArchiveBucket {
             .s3
             .put_bucket_encryption()
             .bucket(cx.stack.bucket_name())
-            .server_side_encryption_configuration(ServerSideEncryptionConfiguration::builder().rules(rule).build()?)
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(rule)
+                    .build()?,
+            )
             .send()
             .await
             .context("s3:PutBucketEncryption failed")?;
@@ -391,7 +445,11 @@ impl ArchiveBucket {
                     .storage_class(TransitionStorageClass::Glacier)
                     .build(),
             )
-            .noncurrent_version_expiration(NoncurrentVersionExpiration::builder().noncurrent_days(NONCURRENT_EXPIRE_DAYS).build())
+            .noncurrent_version_expiration(
+                NoncurrentVersionExpiration::builder()
+                    .noncurrent_days(NONCURRENT_EXPIRE_DAYS)
+                    .build(),
+            )
             .abort_incomplete_multipart_upload(
                 AbortIncompleteMultipartUpload::builder()
                     .days_after_initiation(ABORT_MULTIPART_DAYS)
@@ -402,7 +460,11 @@ impl ArchiveBucket {
             .s3
             .put_bucket_lifecycle_configuration()
             .bucket(cx.stack.bucket_name())
-            .lifecycle_configuration(BucketLifecycleConfiguration::builder().rules(rule).build()?)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .rules(rule)
+                    .build()?,
+            )
             .send()
             .await
             .context("s3:PutBucketLifecycleConfiguration failed")?;

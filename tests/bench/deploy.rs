@@ -58,11 +58,23 @@ fn critical_path(entries: &[Value], weight: &BTreeMap<String, f64>) -> (f64, Vec
     let deps: BTreeMap<String, Vec<String>> = entries
         .iter()
         .map(|e| {
-            let d = e["depends_on"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default();
+            let d = e["depends_on"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
             (e["id"].as_str().unwrap_or_default().to_string(), d)
         })
         .collect();
-    fn finish(id: &str, deps: &BTreeMap<String, Vec<String>>, w: &BTreeMap<String, f64>, memo: &mut BTreeMap<String, (f64, Vec<String>)>) -> (f64, Vec<String>) {
+    fn finish(
+        id: &str,
+        deps: &BTreeMap<String, Vec<String>>,
+        w: &BTreeMap<String, f64>,
+        memo: &mut BTreeMap<String, (f64, Vec<String>)>,
+    ) -> (f64, Vec<String>) {
         if let Some(r) = memo.get(id) {
             return r.clone();
         }
@@ -87,15 +99,20 @@ fn critical_path(entries: &[Value], weight: &BTreeMap<String, f64>) -> (f64, Vec
 fn slow_on_aws(r: &RequestInfo) -> bool {
     let p = r.path_and_query.as_str();
     (r.service == "dynamodb" && r.operation == "CreateTable")
-        || (r.service == "lambda" && r.method == "POST" && p.trim_end_matches('/').ends_with("/functions"))
-        || (r.service == "lambda" && r.method == "PUT" && (p.contains("/code") || p.contains("/configuration")))
+        || (r.service == "lambda"
+            && r.method == "POST"
+            && p.trim_end_matches('/').ends_with("/functions"))
+        || (r.service == "lambda"
+            && r.method == "PUT"
+            && (p.contains("/code") || p.contains("/configuration")))
         || (r.service == "apigateway" && r.method == "POST" && p.contains("/deployments"))
 }
 
 fn env_with_latency(suffix: &str, latency: Duration, slow: Duration) -> Env {
     let env = Env::start(suffix);
     env.proxy.add_rule(Rule::delay(Matcher::any(), latency));
-    env.proxy.add_rule(Rule::delay(Matcher::custom(slow_on_aws), slow));
+    env.proxy
+        .add_rule(Rule::delay(Matcher::custom(slow_on_aws), slow));
     env
 }
 
@@ -112,7 +129,12 @@ fn main() {
     let weight: BTreeMap<String, f64> = p1
         .entries
         .iter()
-        .map(|e| (e["id"].as_str().unwrap_or_default().to_string(), e["seconds"].as_f64().unwrap_or(0.0)))
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap_or_default().to_string(),
+                e["seconds"].as_f64().unwrap_or(0.0),
+            )
+        })
         .collect();
     let (bound, path) = critical_path(&p1.entries, &weight);
     drop(serial);
@@ -123,16 +145,42 @@ fn main() {
     let status = measure(&env, &["status"], &[0]);
     let down = measure(&env, &["down", "--yes"], &[0]);
     let resources = up.entries.len();
-    let slowest_read = |m: &Measured| m.entries.iter().filter_map(|e| e["seconds"].as_f64()).fold(0.0, f64::max);
+    let slowest_read = |m: &Measured| {
+        m.entries
+            .iter()
+            .filter_map(|e| e["seconds"].as_f64())
+            .fold(0.0, f64::max)
+    };
 
     println!();
     println!("| run | wall (s) | reads | writes | CPU (s) | ratio |");
     println!("| --- | ---: | ---: | ---: | ---: | --- |");
-    println!("| fresh up, --parallel 1 | {:.2} | {} | {} | {:.2} | {:.2} × default |", p1.wall, p1.reads, p1.writes, p1.cpu, p1.wall / up.wall);
+    println!(
+        "| fresh up, --parallel 1 | {:.2} | {} | {} | {:.2} | {:.2} × default |",
+        p1.wall,
+        p1.reads,
+        p1.writes,
+        p1.cpu,
+        p1.wall / up.wall
+    );
     println!("| fresh up (default --parallel 10) | {:.2} | {} | {} | {:.2} | {:.2} × critical path ({:.2} s) |", up.wall, up.reads, up.writes, up.cpu, up.wall / bound, bound);
     println!("| no-op up | {:.2} | {} | {} | {:.2} | {:.2} × slowest resource read ({:.2} s); {:.1} reads/resource |", noop.wall, noop.reads, noop.writes, noop.cpu, noop.wall / slowest_read(&noop), slowest_read(&noop), noop.reads as f64 / resources as f64);
-    println!("| status | {:.2} | {} | {} | {:.2} | {:.2} × slowest resource read ({:.2} s) |", status.wall, status.reads, status.writes, status.cpu, status.wall / slowest_read(&status), slowest_read(&status));
-    println!("| down | {:.2} | {} | {} | {:.2} | |", down.wall, down.reads, down.writes, down.cpu);
+    println!(
+        "| status | {:.2} | {} | {} | {:.2} | {:.2} × slowest resource read ({:.2} s) |",
+        status.wall,
+        status.reads,
+        status.writes,
+        status.cpu,
+        status.wall / slowest_read(&status),
+        slowest_read(&status)
+    );
+    println!(
+        "| down | {:.2} | {} | {} | {:.2} | |",
+        down.wall, down.reads, down.writes, down.cpu
+    );
     println!();
-    println!("resources: {resources}; critical path: {}", path.join(" → "));
+    println!(
+        "resources: {resources}; critical path: {}",
+        path.join(" → ")
+    );
 }

@@ -3,41 +3,82 @@
 
 use std::collections::BTreeMap;
 
-pub async fn count_tagged(conf: &aws_config::SdkConfig, suffix: &str) -> BTreeMap<&'static str, usize> {
+pub async fn count_tagged(
+    conf: &aws_config::SdkConfig,
+    suffix: &str,
+) -> BTreeMap<&'static str, usize> {
     let is_ours = |k: &str, v: &str| k == "webhook-deploy:stack" && v == suffix;
     let ddb = aws_sdk_dynamodb::Client::new(conf);
     let mut tables = 0;
     for t in ddb.list_tables().send().await.unwrap().table_names() {
         let arn = format!("arn:aws:dynamodb:us-east-1:123456789012:table/{t}");
-        let tags = ddb.list_tags_of_resource().resource_arn(arn).send().await.unwrap();
+        let tags = ddb
+            .list_tags_of_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
         tables += tags.tags().iter().any(|x| is_ours(x.key(), x.value())) as usize;
     }
     let s3 = super::s3_client(conf);
     let mut buckets = 0;
     for b in s3.list_buckets().send().await.unwrap().buckets() {
-        if let Ok(t) = s3.get_bucket_tagging().bucket(b.name().unwrap()).send().await {
+        if let Ok(t) = s3
+            .get_bucket_tagging()
+            .bucket(b.name().unwrap())
+            .send()
+            .await
+        {
             buckets += t.tag_set().iter().any(|x| is_ours(x.key(), x.value())) as usize;
         }
     }
     let logs = aws_sdk_cloudwatchlogs::Client::new(conf);
     let mut groups = 0;
-    for g in logs.describe_log_groups().send().await.unwrap().log_groups() {
+    for g in logs
+        .describe_log_groups()
+        .send()
+        .await
+        .unwrap()
+        .log_groups()
+    {
         let arn = g.arn().unwrap().trim_end_matches(":*").to_string();
-        let t = logs.list_tags_for_resource().resource_arn(arn).send().await.unwrap();
-        groups += t.tags().is_some_and(|m| m.iter().any(|(k, v)| is_ours(k, v))) as usize;
+        let t = logs
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        groups += t
+            .tags()
+            .is_some_and(|m| m.iter().any(|(k, v)| is_ours(k, v))) as usize;
     }
     let iam = aws_sdk_iam::Client::new(conf);
     let mut roles = 0;
     for r in iam.list_roles().send().await.unwrap().roles() {
-        let t = iam.list_role_tags().role_name(r.role_name()).send().await.unwrap();
+        let t = iam
+            .list_role_tags()
+            .role_name(r.role_name())
+            .send()
+            .await
+            .unwrap();
         roles += t.tags().iter().any(|x| is_ours(x.key(), x.value())) as usize;
     }
-    BTreeMap::from([("tables", tables), ("buckets", buckets), ("log_groups", groups), ("roles", roles)])
+    BTreeMap::from([
+        ("tables", tables),
+        ("buckets", buckets),
+        ("log_groups", groups),
+        ("roles", roles),
+    ])
 }
 
 /// What one deployed stack holds, as `count_tagged` reports it.
 pub fn one_stack() -> BTreeMap<&'static str, usize> {
-    BTreeMap::from([("tables", 1), ("buckets", 1), ("log_groups", 3), ("roles", 3)])
+    BTreeMap::from([
+        ("tables", 1),
+        ("buckets", 1),
+        ("log_groups", 3),
+        ("roles", 3),
+    ])
 }
 
 pub fn nothing() -> BTreeMap<&'static str, usize> {
