@@ -24,6 +24,8 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub iam: aws_sdk_iam::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub lambda: aws_sdk_lambda::Client,
 }
 
 impl Clients {
@@ -58,6 +60,8 @@ impl Clients {
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             iam: aws_sdk_iam::Client::new(&sdk),
             logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+            ec2: aws_sdk_ec2::Client::new(&sdk),
+            lambda: aws_sdk_lambda::Client::new(&sdk),
         })
     }
 }

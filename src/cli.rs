@@ -15,6 +15,8 @@ pub struct Cli {
     pub command: Command,
     #[command(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -63,6 +65,70 @@ pub struct Common {
     /// Do not ask for confirmation (`down`).
     #[arg(long, global = true)]
     pub yes: bool,
+}
+
+/// The network and the functions (they shape what `up` converges to, so
+/// `plan` and `status` take them too).
+#[derive(Args, Debug, Clone)]
+pub struct ComputeArgs {
+    /// Run the functions outside any VPC; the stack then owns no network resources
+    /// (switching an existing stack removes them).
+    #[arg(long, global = true)]
+    pub no_vpc: bool,
+    /// Function memory in MB: `1024` for all, or `processor=1024` for one
+    /// (receiver, processor, dead-letter); repeatable. Default 512.
+    #[arg(long, global = true, value_name = "[FUNCTION=]MB", value_parser = per_function(128, 10240))]
+    pub memory: Vec<(Option<crate::stack::Function>, i32)>,
+    /// Function timeout in seconds, same form as --memory. Default 30.
+    #[arg(long, global = true, value_name = "[FUNCTION=]SECONDS", value_parser = per_function(1, 900))]
+    pub timeout: Vec<(Option<crate::stack::Function>, i32)>,
+    /// How the receiver verifies senders' signatures.
+    #[arg(long, global = true, value_enum, default_value_t = crate::stack::Signature::StandardWebhooks)]
+    pub signature: crate::stack::Signature,
+    /// Take the signing secret from this environment variable (default: generate
+    /// one on the first up and keep it in the function's configuration).
+    #[arg(long, global = true, value_name = "VAR")]
+    pub signing_secret_env: Option<String>,
+    /// How long `down` waits for Lambda's network interfaces to be released
+    /// before deleting the subnets and security group (e.g. 45m, 1h).
+    #[arg(long, global = true, default_value = "45m", value_parser = humantime::parse_duration)]
+    pub eni_timeout: std::time::Duration,
+}
+
+type PerFunction = (Option<crate::stack::Function>, i32);
+
+/// Parses `N` or `FUNCTION=N` with N in `min..=max`.
+fn per_function(min: i32, max: i32) -> impl Fn(&str) -> Result<PerFunction, String> + Clone {
+    move |s: &str| {
+        let (f, n) = match s.split_once('=') {
+            Some((k, n)) => {
+                let f = crate::stack::Function::ALL
+                    .into_iter()
+                    .find(|f| f.key() == k)
+                    .ok_or_else(|| {
+                        format!("unknown function {k:?}: use receiver, processor or dead-letter")
+                    })?;
+                (Some(f), n)
+            }
+            None => (None, s),
+        };
+        match n.parse::<i32>() {
+            Ok(v) if (min..=max).contains(&v) => Ok((f, v)),
+            _ => Err(format!("{n:?} is not a whole number from {min} to {max}")),
+        }
+    }
+}
+
+/// Applies `--memory`/`--timeout` values over the defaults, in order.
+pub fn apply_per_function(defaults: [i32; 3], values: &[PerFunction]) -> [i32; 3] {
+    let mut out = defaults;
+    for (f, v) in values {
+        match f {
+            Some(f) => out[f.index()] = *v,
+            None => out = [*v; 3],
+        }
+    }
+    out
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -55,6 +55,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         Mode::Up | Mode::Down => Some(StackLock::acquire(&paths.lock, name)?),
         Mode::Plan => None,
     };
+    let compute = compute_options(cli, mode)?;
     let prior = state::load(&paths.file)?;
     let aws = Clients::connect(&ConnectOptions {
         region: c.region.clone(),
@@ -73,7 +74,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         suffix: c.suffix.clone(),
         region: aws.region.clone(),
         account: aws.account.clone(),
-        opts: stack::StackOptions::default(),
+        opts: compute,
     };
     if mode == Mode::Down && !c.yes {
         confirm_down(&settings)?;
@@ -143,13 +144,46 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         Command::Status => report.entries.iter().any(|e| {
             matches!(
                 e.action,
-                Action::Update | Action::Create | Action::AfterDependencies
+                Action::Update | Action::Create | Action::AfterDependencies | Action::Delete
             )
         }),
         Command::Plan => report.has_changes(),
         _ => false,
     };
     Ok(if drift_found { EXIT_CHANGES } else { EXIT_OK })
+}
+
+/// The network and function options (on top of the defaults), checked
+/// before anything is called. The signing secret is read from the named
+/// environment variable; its value never appears in a message.
+fn compute_options(cli: &Cli, mode: Mode) -> Result<stack::StackOptions> {
+    let a = &cli.compute;
+    let d = stack::StackOptions::default();
+    let signing_secret = match (&a.signing_secret_env, mode) {
+        // `down` deletes whatever exists: no secret needed.
+        (_, Mode::Down) | (None, _) => None,
+        (Some(var), _) => {
+            let value = std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
+                anyhow::anyhow!("--signing-secret-env {var}: the environment variable {var} is not set or empty")
+            })?;
+            let secret = stack::Secret {
+                value,
+                source: format!("${var}"),
+            };
+            crate::resources::lambda_function::LambdaFunction::check_secret(a.signature, &secret)?;
+            Some(secret)
+        }
+    };
+    Ok(stack::StackOptions {
+        // `down` removes the network too, whatever the flag says.
+        vpc: !a.no_vpc || mode == Mode::Down,
+        memory_mb: crate::cli::apply_per_function(d.memory_mb, &a.memory),
+        timeout_s: crate::cli::apply_per_function(d.timeout_s, &a.timeout),
+        signature: a.signature,
+        signing_secret,
+        eni_timeout: a.eni_timeout,
+        ..d
+    })
 }
 
 fn confirm_down(s: &Settings) -> Result<()> {
@@ -217,6 +251,10 @@ fn print_plan(s: &Settings, r: &Report) {
             Action::Update => ("~", "update".to_string()),
             Action::Adopt => ("=", "adopt (exists, not in state)".to_string()),
             Action::NoChange => (" ", "no change".to_string()),
+            Action::Delete => (
+                "-",
+                "delete (not part of the stack with these options)".to_string(),
+            ),
             Action::AfterDependencies => (
                 "?",
                 format!(
@@ -245,6 +283,8 @@ fn status_word(a: &Action) -> &'static str {
         Action::NoChange | Action::Adopt => "in_sync",
         Action::Update => "drifted",
         Action::Create => "missing",
+        // Exists but the stack's options leave it out (e.g. `--no-vpc`).
+        Action::Delete => "extra",
         Action::AfterDependencies => "unknown",
         _ => "error",
     }
@@ -269,7 +309,8 @@ fn print_status(s: &Settings, r: &Report) {
             println!("{l}");
         }
     }
-    let drifted = r.count(Action::Update);
+    // Resources to be removed (options changed) count as drift.
+    let drifted = r.count(Action::Update) + r.count(Action::Delete);
     let missing = r.count(Action::Create) + r.count(Action::AfterDependencies);
     if !r.errors().is_empty() {
         println!(

@@ -4,6 +4,13 @@
 use crate::engine::resource::Resource;
 use crate::layout;
 use crate::resources::{
+    bucket_notification::FailureNotification,
+    event_source_mapping::StreamMapping,
+    lambda_function::LambdaFunction,
+    lambda_permission::LambdaPermission,
+    vpc::{GatewayEndpoint, Net, RouteTable, SecurityGroup, Subnet, Vpc},
+};
+use crate::resources::{
     dynamodb_table::EventsTable, iam_role::FunctionRole, log_group::LogGroup,
     s3_bucket::ArchiveBucket,
 };
@@ -22,8 +29,70 @@ pub struct Settings {
 
 /// Choices the operator makes on the command line that shape the stack.
 /// New options get a field here and a default in `Default`.
-#[derive(Clone, Debug, Default)]
-pub struct StackOptions {}
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Functions run in the stack's private subnets (`--no-vpc`: outside
+    /// any VPC, and the stack owns no network resources).
+    pub vpc: bool,
+    /// Memory (MB) and timeout (s) per function, indexed by `Function::index`.
+    pub memory_mb: [i32; 3],
+    pub timeout_s: [i32; 3],
+    /// How the receiver verifies senders.
+    pub signature: Signature,
+    /// The signing secret from the operator's environment variable; `None`:
+    /// generated once and then read back from the function's configuration.
+    pub signing_secret: Option<Secret>,
+    /// How long `down` waits for Lambda's network interfaces to go before
+    /// subnets and the security group can be deleted.
+    pub eni_timeout: std::time::Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            vpc: true,
+            memory_mb: [512; 3],
+            timeout_s: [30; 3],
+            signature: Signature::StandardWebhooks,
+            signing_secret: None,
+            eni_timeout: std::time::Duration::from_secs(45 * 60),
+        }
+    }
+}
+
+/// Webhook signature schemes the receiver understands (`SIGNATURE_SCHEME`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Signature {
+    StandardWebhooks,
+    Stripe,
+    Github,
+    None,
+}
+
+impl Signature {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signature::StandardWebhooks => "standard-webhooks",
+            Signature::Stripe => "stripe",
+            Signature::Github => "github",
+            Signature::None => "none",
+        }
+    }
+}
+
+/// A secret value: never shown by `Debug`, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub value: String,
+    /// Where it came from, for messages (e.g. `$WEBHOOK_SECRET`).
+    pub source: String,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret(from {})", self.source)
+    }
+}
 
 /// The three Lambda functions of the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +113,24 @@ impl Function {
         match self {
             Function::Receiver => "webhook-receiver",
             Function::Processor => "event-processor",
+            Function::DeadLetter => "dead-letter-handler",
+        }
+    }
+
+    /// Position in `ALL` (and in per-function option arrays).
+    pub fn index(self) -> usize {
+        match self {
+            Function::Receiver => 0,
+            Function::Processor => 1,
+            Function::DeadLetter => 2,
+        }
+    }
+
+    /// The embedded deployment package's name (`crate::lambdas`).
+    pub fn package(self) -> &'static str {
+        match self {
+            Function::Receiver => "receiver",
+            Function::Processor => "processor",
             Function::DeadLetter => "dead-letter-handler",
         }
     }
@@ -104,6 +191,10 @@ impl Settings {
         format!("/aws/lambda/{}", self.function_name(f))
     }
 
+    pub fn vpc_name(&self) -> String {
+        self.name("webhook-vpc")
+    }
+
     pub fn role_name(&self, f: Function) -> String {
         self.name(&format!("{}-role", f.base_name()))
     }
@@ -160,11 +251,27 @@ pub mod ids {
     pub fn function(f: super::Function) -> String {
         format!("{}-function", f.key())
     }
+
+    // Network (absent with `--no-vpc`). Attribute `id` on each.
+    pub const VPC: &str = "vpc";
+    pub const SUBNETS: [&str; 2] = ["subnet-a", "subnet-b"];
+    pub const ROUTE_TABLE: &str = "route-table";
+    pub const SECURITY_GROUP: &str = "lambda-sg";
+    pub const S3_ENDPOINT: &str = "s3-endpoint";
+    pub const DYNAMODB_ENDPOINT: &str = "dynamodb-endpoint";
+
+    // Stream → processor, and failure records → dead-letter handler.
+    pub const STREAM_MAPPING: &str = "stream-mapping";
+    pub const FAILURE_PERMISSION: &str = "dead-letter-s3-permission";
+    pub const FAILURE_NOTIFICATION: &str = "failure-notification";
 }
 
 /// The whole stack, in dependency order.
 pub fn define(s: &Settings) -> Vec<Arc<dyn Resource>> {
     let mut stack: Vec<Arc<dyn Resource>> = Vec::new();
+
+    // Network: private subnets with gateway endpoints, no NAT.
+    define_network(s, &mut stack);
 
     // Data: events keyed by eventId alone, so a redelivery is a duplicate.
     stack.push(Arc::new(EventsTable::new(ids::TABLE)));
@@ -184,8 +291,108 @@ pub fn define(s: &Settings) -> Vec<Arc<dyn Resource>> {
         stack.push(Arc::new(FunctionRole::new(&ids::role(f), f)));
     }
 
+    // Compute: the functions, the stream mapping, the failure wiring.
+    define_compute(s, &mut stack);
+
     stack
 }
+
+/// The logical ids the functions run in (none with `--no-vpc`).
+fn network_ids() -> Vec<String> {
+    let mut v = vec![ids::VPC.to_string()];
+    v.extend(ids::SUBNETS.map(String::from));
+    v.extend(
+        [
+            ids::ROUTE_TABLE,
+            ids::SECURITY_GROUP,
+            ids::S3_ENDPOINT,
+            ids::DYNAMODB_ENDPOINT,
+        ]
+        .map(String::from),
+    );
+    v
+}
+
+/// VPC → subnets → route table → endpoints, and the security group. With
+/// `--no-vpc` the same resources are unwanted and their dependencies run
+/// the other way: they go only after the functions have left the VPC, the
+/// VPC last.
+fn define_network(s: &Settings, stack: &mut Vec<Arc<dyn Resource>>) {
+    let wanted = s.opts.vpc;
+    let functions: Vec<String> = Function::ALL.iter().map(|f| ids::function(*f)).collect();
+    let own = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let net = |id: &str, when_wanted: Vec<String>, when_unwanted: Vec<String>| Net {
+        id: id.into(),
+        deps: if wanted { when_wanted } else { when_unwanted },
+        wanted,
+    };
+    let endpoints = own(&[ids::S3_ENDPOINT, ids::DYNAMODB_ENDPOINT]);
+    let route_table_after = [endpoints.clone(), functions.clone()].concat();
+    let subnet_after = [own(&[ids::ROUTE_TABLE]), functions.clone()].concat();
+    let vpc_after = network_ids()[1..].to_vec();
+
+    stack.push(Arc::new(Vpc::new(net(ids::VPC, vec![], vpc_after))));
+    for (i, id) in ids::SUBNETS.iter().enumerate() {
+        stack.push(Arc::new(Subnet::new(
+            net(id, own(&[ids::VPC]), subnet_after.clone()),
+            i,
+        )));
+    }
+    stack.push(Arc::new(RouteTable::new(net(
+        ids::ROUTE_TABLE,
+        own(&[ids::VPC, ids::SUBNETS[0], ids::SUBNETS[1]]),
+        route_table_after,
+    ))));
+    stack.push(Arc::new(SecurityGroup::new(net(
+        ids::SECURITY_GROUP,
+        own(&[ids::VPC]),
+        functions.clone(),
+    ))));
+    for (id, service) in [
+        (ids::S3_ENDPOINT, "s3"),
+        (ids::DYNAMODB_ENDPOINT, "dynamodb"),
+    ] {
+        stack.push(Arc::new(GatewayEndpoint::new(
+            net(id, own(&[ids::VPC, ids::ROUTE_TABLE]), functions.clone()),
+            service,
+        )));
+    }
+}
+
+/// The three functions (after their roles, so `down` removes them first),
+/// the stream → processor mapping, and failure records → dead-letter handler.
+fn define_compute(s: &Settings, stack: &mut Vec<Arc<dyn Resource>>) {
+    let network = if s.opts.vpc { network_ids() } else { vec![] };
+    for f in Function::ALL {
+        stack.push(Arc::new(LambdaFunction::new(
+            &ids::function(f),
+            f,
+            network.clone(),
+        )));
+    }
+    stack.push(Arc::new(StreamMapping::new(ids::STREAM_MAPPING)));
+    stack.push(Arc::new(LambdaPermission::new(
+        ids::FAILURE_PERMISSION,
+        Function::DeadLetter,
+        "s3.amazonaws.com",
+        |cx| Ok(cx.stack.bucket_arn()),
+        true,
+        vec![ids::BUCKET.into()],
+    )));
+    stack.push(Arc::new(FailureNotification::new(
+        ids::FAILURE_NOTIFICATION,
+    )));
+}
+
+/// The EC2 actions a VPC function's role needs for its network interfaces.
+pub const VPC_ENI_ACTIONS: [&str; 6] = [
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+];
 
 /// The least-privilege inline policy of one function's role.
 pub fn role_policy(s: &Settings, f: Function, stream_arn: &str) -> serde_json::Value {
@@ -263,6 +470,23 @@ pub fn role_policy(s: &Settings, f: Function, stream_arn: &str) -> serde_json::V
             }));
         }
     }
+    // The only statements AWS cannot scope to a resource ARN (so "*").
+    statements.push(json!({
+        "Sid": "XRayWrites",
+        "Effect": "Allow",
+        "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+        "Resource": "*",
+    }));
+    if s.opts.vpc {
+        // What the Lambda developer guide lists for VPC functions: Lambda
+        // manages the function's network interfaces with its role.
+        statements.push(json!({
+            "Sid": "VpcNetworkInterfaces",
+            "Effect": "Allow",
+            "Action": VPC_ENI_ACTIONS,
+            "Resource": "*",
+        }));
+    }
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
@@ -296,18 +520,51 @@ mod tests {
             account: "123456789012".into(),
             opts: StackOptions::default(),
         };
-        for f in Function::ALL {
-            let p = role_policy(
-                &s,
-                f,
-                "arn:aws:dynamodb:us-east-1:123456789012:table/webhook-events-dev/stream/X",
-            );
-            let text = p.to_string();
-            assert!(
-                !text.contains("\"*\""),
-                "{f:?} has a wildcard resource: {text}"
-            );
-            assert!(!text.contains("arn:aws:logs:*"), "{text}");
+        for vpc in [true, false] {
+            let s = Settings {
+                opts: StackOptions {
+                    vpc,
+                    ..StackOptions::default()
+                },
+                ..s.clone()
+            };
+            for f in Function::ALL {
+                let p = role_policy(
+                    &s,
+                    f,
+                    "arn:aws:dynamodb:us-east-1:123456789012:table/webhook-events-dev/stream/X",
+                );
+                let text = p.to_string();
+                assert!(!text.contains("arn:aws:logs:*"), "{text}");
+                let mut unscoped = Vec::new();
+                for st in p["Statement"].as_array().unwrap() {
+                    if st["Resource"] == "*" {
+                        // Only what AWS cannot scope: X-Ray writes, VPC ENI actions.
+                        for a in st["Action"].as_array().unwrap() {
+                            let a = a.as_str().unwrap();
+                            assert!(
+                                a.starts_with("xray:Put") || VPC_ENI_ACTIONS.contains(&a),
+                                "{f:?}: {a} on *: {text}"
+                            );
+                            unscoped.push(a.to_string());
+                        }
+                    } else {
+                        assert!(
+                            !st.to_string().contains("\"*\""),
+                            "{f:?} has a wildcard resource: {st}"
+                        );
+                    }
+                }
+                assert_eq!(
+                    unscoped.iter().any(|a| a.starts_with("ec2:")),
+                    vpc,
+                    "{f:?}: ENI actions only in a VPC"
+                );
+                assert!(
+                    unscoped.iter().any(|a| a == "xray:PutTraceSegments"),
+                    "{f:?}: X-Ray writes"
+                );
+            }
         }
     }
 }

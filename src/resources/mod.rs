@@ -1,9 +1,14 @@
 //! One module per AWS resource kind.
 
+pub mod bucket_notification;
 pub mod dynamodb_table;
+pub mod event_source_mapping;
 pub mod iam_role;
+pub mod lambda_function;
+pub mod lambda_permission;
 pub mod log_group;
 pub mod s3_bucket;
+pub mod vpc;
 
 use crate::engine::context::Cx;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;

@@ -1,0 +1,1055 @@
+//! The private network the functions run in: VPC, two private subnets, their
+//! route table, the Lambda security group and the S3/DynamoDB gateway
+//! endpoints (no NAT gateway).
+//!
+//! Identity: every object is created with its tags in the same call
+//! (`TagSpecifications`), so the stack and logical-id tags find it even when
+//! the state file is lost; there is never an untagged window.
+//!
+//! With `--no-vpc` these resources are "unwanted": `define()` reverses their
+//! dependencies (they wait for the functions to leave the VPC) and the
+//! engine deletes them if they exist.
+
+use crate::engine::context::Cx;
+use crate::engine::resource::{check, Live, Record, Resource};
+use crate::resources::{is_code, retry_while, tags_drift};
+use crate::stack::{ids, TAG_RESOURCE, TAG_STACK};
+use anyhow::{bail, Context, Result};
+use async_trait::async_trait;
+use aws_sdk_ec2::client::Waiters;
+use aws_sdk_ec2::types::{
+    AttributeBooleanValue, Filter, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
+    VpcAttributeName, VpcEndpointType,
+};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+pub const VPC_CIDR: &str = "10.0.0.0/16";
+pub const SUBNET_CIDRS: [&str; 2] = ["10.0.1.0/24", "10.0.2.0/24"];
+/// The only rule of the Lambda security group: HTTPS out (AWS APIs, through
+/// the gateway endpoints or their public endpoints).
+pub const EGRESS_RULE: &str = "tcp:443-443:0.0.0.0/0";
+
+/// What a network resource needs to know besides its own settings.
+#[derive(Clone, Debug)]
+pub struct Net {
+    pub id: String,
+    pub deps: Vec<String>,
+    /// False with `--no-vpc`.
+    pub wanted: bool,
+}
+
+fn filters(cx: &Cx, id: &str) -> Vec<Filter> {
+    vec![
+        Filter::builder()
+            .name(format!("tag:{TAG_STACK}"))
+            .values(&cx.stack.suffix)
+            .build(),
+        Filter::builder()
+            .name(format!("tag:{TAG_RESOURCE}"))
+            .values(id)
+            .build(),
+    ]
+}
+
+fn tag_spec(cx: &Cx, kind: ResourceType, id: &str, name: &str) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(ec2_tags(&cx.stack.tags(id, name))))
+        .build()
+}
+
+fn ec2_tags(m: &BTreeMap<String, String>) -> Vec<Tag> {
+    m.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+async fn put_tags(cx: &Cx, resource_id: &str, id: &str, name: &str) -> Result<()> {
+    cx.aws
+        .ec2
+        .create_tags()
+        .resources(resource_id)
+        .set_tags(Some(ec2_tags(&cx.stack.tags(id, name))))
+        .send()
+        .await
+        .context("ec2:CreateTags failed")?;
+    Ok(())
+}
+
+/// Retries a delete that fails while Lambda's network interfaces linger
+/// (up to ~45 minutes after a VPC function is deleted or moved out).
+async fn delete_retrying_enis<T, E, F, Fut>(cx: &Cx, what: &str, op: F) -> Result<T, E>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    retry_while(
+        cx,
+        &["DependencyViolation"],
+        cx.stack.opts.eni_timeout,
+        &format!("Lambda's network interfaces to be released before deleting the {what}"),
+        op,
+    )
+    .await
+}
+
+// ---------------------------------------------------------------- VPC
+
+pub struct Vpc {
+    net: Net,
+}
+
+impl Vpc {
+    pub fn new(net: Net) -> Self {
+        Self { net }
+    }
+
+    async fn find(&self, cx: &Cx) -> Result<Option<aws_sdk_ec2::types::Vpc>> {
+        let out = cx
+            .aws
+            .ec2
+            .describe_vpcs()
+            .set_filters(Some(filters(cx, &self.net.id)))
+            .send()
+            .await
+            .context("ec2:DescribeVpcs failed")?;
+        Ok(out.vpcs().first().cloned())
+    }
+
+    async fn dns_attribute(&self, cx: &Cx, vpc_id: &str, attr: VpcAttributeName) -> Result<bool> {
+        let out = cx
+            .aws
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(vpc_id)
+            .attribute(attr)
+            .send()
+            .await
+            .context("ec2:DescribeVpcAttribute failed")?;
+        let v = match out.enable_dns_hostnames() {
+            Some(h) => h.value(),
+            None => out.enable_dns_support().and_then(|s| s.value()),
+        };
+        Ok(v.unwrap_or(false))
+    }
+
+    async fn enable_dns(&self, cx: &Cx, vpc_id: &str) -> Result<()> {
+        let on = || AttributeBooleanValue::builder().value(true).build();
+        let ec2 = &cx.aws.ec2;
+        // One attribute per call (the API's rule).
+        ec2.modify_vpc_attribute()
+            .vpc_id(vpc_id)
+            .enable_dns_support(on())
+            .send()
+            .await
+            .context("ec2:ModifyVpcAttribute (DNS support) failed")?;
+        ec2.modify_vpc_attribute()
+            .vpc_id(vpc_id)
+            .enable_dns_hostnames(on())
+            .send()
+            .await
+            .context("ec2:ModifyVpcAttribute (DNS hostnames) failed")?;
+        Ok(())
+    }
+}
+
+fn net_live(physical: &str) -> Live {
+    Live::new(physical).attr("id", physical)
+}
+
+#[async_trait]
+impl Resource for Vpc {
+    fn id(&self) -> &str {
+        &self.net.id
+    }
+    fn kind(&self) -> &'static str {
+        "vpc"
+    }
+    fn depends_on(&self) -> Vec<String> {
+        self.net.deps.clone()
+    }
+    fn wanted(&self) -> bool {
+        self.net.wanted
+    }
+    fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
+        let name = cx.stack.vpc_name();
+        Ok(
+            json!({ "name": name, "cidr": VPC_CIDR, "dns_hostnames": true, "dns_support": true, "tags": cx.stack.tags(&self.net.id, &name) }),
+        )
+    }
+
+    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+        let Some(vpc) = self.find(cx).await? else {
+            return Ok(None);
+        };
+        let vpc_id = vpc.vpc_id().context("VPC without id")?.to_string();
+        let mut live = net_live(&vpc_id);
+        if !self.net.wanted {
+            return Ok(Some(live));
+        }
+        if vpc.cidr_block() != Some(VPC_CIDR) {
+            bail!(
+                "VPC {vpc_id} has CIDR {:?} but the stack needs {VPC_CIDR}; a VPC's primary CIDR cannot change: delete it (down) and run up again",
+                vpc.cidr_block()
+            );
+        }
+        let (hostnames, support) = tokio::try_join!(
+            self.dns_attribute(cx, &vpc_id, VpcAttributeName::EnableDnsHostnames),
+            self.dns_attribute(cx, &vpc_id, VpcAttributeName::EnableDnsSupport)
+        )?;
+        check(&mut live.drift, "dns_hostnames", &true, &hostnames);
+        check(&mut live.drift, "dns_support", &true, &support);
+        live.drift.extend(tags_drift(
+            &cx.stack.tags(&self.net.id, &cx.stack.vpc_name()),
+            &tag_map(vpc.tags()),
+        ));
+        Ok(Some(live))
+    }
+
+    async fn create(&self, cx: &Cx) -> Result<Live> {
+        let name = cx.stack.vpc_name();
+        let out = cx
+            .aws
+            .ec2
+            .create_vpc()
+            .cidr_block(VPC_CIDR)
+            .tag_specifications(tag_spec(cx, ResourceType::Vpc, &self.net.id, &name))
+            .send()
+            .await
+            .context("ec2:CreateVpc failed")?;
+        let vpc_id = out
+            .vpc()
+            .and_then(|v| v.vpc_id())
+            .context("ec2:CreateVpc returned no id")?
+            .to_string();
+        cx.say("waiting for the VPC to become available");
+        cx.aws
+            .ec2
+            .wait_until_vpc_available()
+            .vpc_ids(&vpc_id)
+            .wait(Duration::from_secs(300))
+            .await
+            .context("the VPC did not become available within 5 minutes")?;
+        self.enable_dns(cx, &vpc_id).await?;
+        Ok(net_live(&vpc_id))
+    }
+
+    async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {
+        let vpc_id = &live.physical_id;
+        let fields: BTreeSet<&str> = live.drift.iter().map(|d| d.field.as_str()).collect();
+        if fields.contains("dns_hostnames") || fields.contains("dns_support") {
+            self.enable_dns(cx, vpc_id).await?;
+        }
+        if fields.contains("tags") {
+            put_tags(cx, vpc_id, &self.net.id, &cx.stack.vpc_name()).await?;
+        }
+        Ok(net_live(vpc_id))
+    }
+
+    async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
+        let Some(vpc) = self.find(cx).await? else {
+            return Ok(false);
+        };
+        let vpc_id = vpc.vpc_id().unwrap_or_default().to_string();
+        match delete_retrying_enis(cx, "VPC", || cx.aws.ec2.delete_vpc().vpc_id(&vpc_id).send())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_code(&e, &["InvalidVpcID.NotFound"]) => Ok(false),
+            Err(e) => Err(e).context("ec2:DeleteVpc failed"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- subnets
+
+pub struct Subnet {
+    net: Net,
+    index: usize,
+}
+
+impl Subnet {
+    pub fn new(net: Net, index: usize) -> Self {
+        Self { net, index }
+    }
+
+    fn name(&self, cx: &Cx) -> String {
+        cx.stack
+            .name(&format!("webhook-private-subnet-{}", self.index + 1))
+    }
+
+    async fn find(&self, cx: &Cx) -> Result<Option<aws_sdk_ec2::types::Subnet>> {
+        let out = cx
+            .aws
+            .ec2
+            .describe_subnets()
+            .set_filters(Some(filters(cx, &self.net.id)))
+            .send()
+            .await
+            .context("ec2:DescribeSubnets failed")?;
+        Ok(out.subnets().first().cloned())
+    }
+
+    fn live(s: &aws_sdk_ec2::types::Subnet) -> Live {
+        let id = s.subnet_id().unwrap_or_default();
+        net_live(id).attr("az", s.availability_zone().unwrap_or_default())
+    }
+}
+
+/// The region's first two availability zones (standard zones, available),
+/// discovered at run time rather than hard-coded.
+async fn first_two_zones(cx: &Cx) -> Result<[String; 2]> {
+    let out = cx
+        .aws
+        .ec2
+        .describe_availability_zones()
+        .filters(Filter::builder().name("state").values("available").build())
+        .send()
+        .await
+        .context("ec2:DescribeAvailabilityZones failed")?;
+    let mut zones: Vec<String> = out
+        .availability_zones()
+        .iter()
+        .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
+        .filter_map(|z| z.zone_name().map(str::to_string))
+        .collect();
+    zones.sort();
+    match zones.as_slice() {
+        [a, b, ..] => Ok([a.clone(), b.clone()]),
+        _ => bail!(
+            "region {} has fewer than two available availability zones",
+            cx.stack.region
+        ),
+    }
+}
+
+#[async_trait]
+impl Resource for Subnet {
+    fn id(&self) -> &str {
+        &self.net.id
+    }
+    fn kind(&self) -> &'static str {
+        "subnet"
+    }
+    fn depends_on(&self) -> Vec<String> {
+        self.net.deps.clone()
+    }
+    fn wanted(&self) -> bool {
+        self.net.wanted
+    }
+    fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
+        let name = self.name(cx);
+        Ok(
+            json!({ "name": name, "cidr": SUBNET_CIDRS[self.index], "zone_index": self.index, "tags": cx.stack.tags(&self.net.id, &name) }),
+        )
+    }
+
+    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+        let Some(s) = self.find(cx).await? else {
+            return Ok(None);
+        };
+        let mut live = Self::live(&s);
+        if !self.net.wanted {
+            return Ok(Some(live));
+        }
+        let want_cidr = SUBNET_CIDRS[self.index];
+        if s.cidr_block() != Some(want_cidr) {
+            bail!(
+                "subnet {} has CIDR {:?} but the stack needs {want_cidr}; a subnet cannot be changed in place: delete it and run up again",
+                live.physical_id,
+                s.cidr_block()
+            );
+        }
+        if let Ok(vpc_id) = cx.attr(ids::VPC, "id") {
+            if s.vpc_id() != Some(vpc_id.as_str()) {
+                bail!(
+                    "subnet {} is tagged for this stack but is in VPC {:?}, not {vpc_id}",
+                    live.physical_id,
+                    s.vpc_id()
+                );
+            }
+        }
+        live.drift.extend(tags_drift(
+            &cx.stack.tags(&self.net.id, &self.name(cx)),
+            &tag_map(s.tags()),
+        ));
+        Ok(Some(live))
+    }
+
+    async fn create(&self, cx: &Cx) -> Result<Live> {
+        let vpc_id = cx.attr(ids::VPC, "id")?;
+        let zone = first_two_zones(cx).await?[self.index].clone();
+        let out = cx
+            .aws
+            .ec2
+            .create_subnet()
+            .vpc_id(vpc_id)
+            .cidr_block(SUBNET_CIDRS[self.index])
+            .availability_zone(&zone)
+            .tag_specifications(tag_spec(
+                cx,
+                ResourceType::Subnet,
+                &self.net.id,
+                &self.name(cx),
+            ))
+            .send()
+            .await
+            .context("ec2:CreateSubnet failed")?;
+        let s = out
+            .subnet()
+            .context("ec2:CreateSubnet returned no subnet")?;
+        Ok(Self::live(s))
+    }
+
+    async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {
+        if live.drift.iter().any(|d| d.field == "tags") {
+            put_tags(cx, &live.physical_id, &self.net.id, &self.name(cx)).await?;
+        }
+        Ok(Live {
+            drift: vec![],
+            ..live.clone()
+        })
+    }
+
+    async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
+        let Some(s) = self.find(cx).await? else {
+            return Ok(false);
+        };
+        let id = s.subnet_id().unwrap_or_default().to_string();
+        match delete_retrying_enis(cx, "subnet", || {
+            cx.aws.ec2.delete_subnet().subnet_id(&id).send()
+        })
+        .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_code(&e, &["InvalidSubnetID.NotFound"]) => Ok(false),
+            Err(e) => Err(e).context("ec2:DeleteSubnet failed"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- route table
+
+pub struct RouteTable {
+    net: Net,
+}
+
+impl RouteTable {
+    pub fn new(net: Net) -> Self {
+        Self { net }
+    }
+
+    fn name(cx: &Cx) -> String {
+        cx.stack.name("webhook-private-rt")
+    }
+
+    async fn find(&self, cx: &Cx) -> Result<Option<aws_sdk_ec2::types::RouteTable>> {
+        let out = cx
+            .aws
+            .ec2
+            .describe_route_tables()
+            .set_filters(Some(filters(cx, &self.net.id)))
+            .send()
+            .await
+            .context("ec2:DescribeRouteTables failed")?;
+        Ok(out.route_tables().first().cloned())
+    }
+
+    fn want_subnets(cx: &Cx) -> Result<BTreeSet<String>> {
+        ids::SUBNETS.iter().map(|s| Ok(cx.attr(s, "id")?)).collect()
+    }
+
+    /// Subnet id → association id of the explicit associations.
+    fn associations(rt: &aws_sdk_ec2::types::RouteTable) -> BTreeMap<String, String> {
+        rt.associations()
+            .iter()
+            .filter(|a| !a.main().unwrap_or(false))
+            .filter_map(|a| {
+                Some((
+                    a.subnet_id()?.to_string(),
+                    a.route_table_association_id()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    async fn associate(&self, cx: &Cx, rt_id: &str, have: &BTreeMap<String, String>) -> Result<()> {
+        let want = Self::want_subnets(cx)?;
+        for subnet in want.iter().filter(|s| !have.contains_key(*s)) {
+            cx.aws
+                .ec2
+                .associate_route_table()
+                .route_table_id(rt_id)
+                .subnet_id(subnet)
+                .send()
+                .await
+                .context("ec2:AssociateRouteTable failed")?;
+        }
+        for (subnet, assoc) in have.iter().filter(|(s, _)| !want.contains(*s)) {
+            cx.say(format!("detaching subnet {subnet} that is not the stack's"));
+            cx.aws
+                .ec2
+                .disassociate_route_table()
+                .association_id(assoc)
+                .send()
+                .await
+                .context("ec2:DisassociateRouteTable failed")?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resource for RouteTable {
+    fn id(&self) -> &str {
+        &self.net.id
+    }
+    fn kind(&self) -> &'static str {
+        "route-table"
+    }
+    fn depends_on(&self) -> Vec<String> {
+        self.net.deps.clone()
+    }
+    fn wanted(&self) -> bool {
+        self.net.wanted
+    }
+    fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
+        let name = Self::name(cx);
+        Ok(
+            json!({ "name": name, "subnets": ids::SUBNETS, "tags": cx.stack.tags(&self.net.id, &name) }),
+        )
+    }
+
+    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+        let Some(rt) = self.find(cx).await? else {
+            return Ok(None);
+        };
+        let mut live = net_live(rt.route_table_id().unwrap_or_default());
+        if !self.net.wanted {
+            return Ok(Some(live));
+        }
+        let have: BTreeSet<String> = Self::associations(&rt).into_keys().collect();
+        check(
+            &mut live.drift,
+            "subnet_associations",
+            &Self::want_subnets(cx)?,
+            &have,
+        );
+        live.drift.extend(tags_drift(
+            &cx.stack.tags(&self.net.id, &Self::name(cx)),
+            &tag_map(rt.tags()),
+        ));
+        Ok(Some(live))
+    }
+
+    async fn create(&self, cx: &Cx) -> Result<Live> {
+        let vpc_id = cx.attr(ids::VPC, "id")?;
+        let out = cx
+            .aws
+            .ec2
+            .create_route_table()
+            .vpc_id(vpc_id)
+            .tag_specifications(tag_spec(
+                cx,
+                ResourceType::RouteTable,
+                &self.net.id,
+                &Self::name(cx),
+            ))
+            .send()
+            .await
+            .context("ec2:CreateRouteTable failed")?;
+        let rt_id = out
+            .route_table()
+            .and_then(|r| r.route_table_id())
+            .context("ec2:CreateRouteTable returned no id")?
+            .to_string();
+        self.associate(cx, &rt_id, &BTreeMap::new()).await?;
+        Ok(net_live(&rt_id))
+    }
+
+    async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {
+        let rt = self.find(cx).await?.context("the route table vanished")?;
+        let rt_id = live.physical_id.clone();
+        for d in &live.drift {
+            match d.field.as_str() {
+                "subnet_associations" => {
+                    self.associate(cx, &rt_id, &Self::associations(&rt)).await?
+                }
+                "tags" => put_tags(cx, &rt_id, &self.net.id, &Self::name(cx)).await?,
+                _ => {}
+            }
+        }
+        Ok(net_live(&rt_id))
+    }
+
+    async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
+        let Some(rt) = self.find(cx).await? else {
+            return Ok(false);
+        };
+        let rt_id = rt.route_table_id().unwrap_or_default().to_string();
+        for assoc in Self::associations(&rt).values() {
+            match cx
+                .aws
+                .ec2
+                .disassociate_route_table()
+                .association_id(assoc)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_code(&e, &["InvalidAssociationID.NotFound"]) => {}
+                Err(e) => return Err(e).context("ec2:DisassociateRouteTable failed"),
+            }
+        }
+        match delete_retrying_enis(cx, "route table", || {
+            cx.aws
+                .ec2
+                .delete_route_table()
+                .route_table_id(&rt_id)
+                .send()
+        })
+        .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_code(&e, &["InvalidRouteTableID.NotFound"]) => Ok(false),
+            Err(e) => Err(e).context("ec2:DeleteRouteTable failed"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- security group
+
+pub struct SecurityGroup {
+    net: Net,
+}
+
+/// One rule in a comparable form (`proto:from-to:cidr`) with the single-rule
+/// permission that authorizes or revokes it.
+fn rules(perms: &[IpPermission]) -> BTreeMap<String, IpPermission> {
+    let mut out = BTreeMap::new();
+    for p in perms {
+        let proto = p.ip_protocol().unwrap_or("-1");
+        let ports = format!(
+            "{}-{}",
+            p.from_port().unwrap_or(-1),
+            p.to_port().unwrap_or(-1)
+        );
+        let base = || {
+            IpPermission::builder()
+                .ip_protocol(proto)
+                .set_from_port(p.from_port())
+                .set_to_port(p.to_port())
+        };
+        for r in p.ip_ranges() {
+            let cidr = r.cidr_ip().unwrap_or_default();
+            out.insert(
+                format!("{proto}:{ports}:{cidr}"),
+                base()
+                    .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+                    .build(),
+            );
+        }
+        for r in p.ipv6_ranges() {
+            let cidr = r.cidr_ipv6().unwrap_or_default();
+            out.insert(
+                format!("{proto}:{ports}:{cidr}"),
+                base().ipv6_ranges(r.clone()).build(),
+            );
+        }
+        for r in p.prefix_list_ids() {
+            let pl = r.prefix_list_id().unwrap_or_default();
+            out.insert(
+                format!("{proto}:{ports}:{pl}"),
+                base().prefix_list_ids(r.clone()).build(),
+            );
+        }
+        for r in p.user_id_group_pairs() {
+            let g = r.group_id().unwrap_or_default();
+            out.insert(
+                format!("{proto}:{ports}:{g}"),
+                base().user_id_group_pairs(r.clone()).build(),
+            );
+        }
+    }
+    out
+}
+
+fn https_out() -> IpPermission {
+    IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(443)
+        .to_port(443)
+        .ip_ranges(
+            IpRange::builder()
+                .cidr_ip("0.0.0.0/0")
+                .description("HTTPS to AWS APIs")
+                .build(),
+        )
+        .build()
+}
+
+impl SecurityGroup {
+    pub fn new(net: Net) -> Self {
+        Self { net }
+    }
+
+    fn name(cx: &Cx) -> String {
+        cx.stack.name("webhook-lambda-sg")
+    }
+
+    async fn find(&self, cx: &Cx) -> Result<Option<aws_sdk_ec2::types::SecurityGroup>> {
+        let out = cx
+            .aws
+            .ec2
+            .describe_security_groups()
+            .set_filters(Some(filters(cx, &self.net.id)))
+            .send()
+            .await
+            .context("ec2:DescribeSecurityGroups failed")?;
+        Ok(out.security_groups().first().cloned())
+    }
+
+    /// Makes the rules exactly: no ingress, egress TCP 443 only (the
+    /// default allow-all egress rule is removed).
+    async fn converge_rules(&self, cx: &Cx, sg: &aws_sdk_ec2::types::SecurityGroup) -> Result<()> {
+        let ec2 = &cx.aws.ec2;
+        let id = sg.group_id().unwrap_or_default();
+        for (_, perm) in rules(sg.ip_permissions()) {
+            ec2.revoke_security_group_ingress()
+                .group_id(id)
+                .ip_permissions(perm)
+                .send()
+                .await
+                .context("ec2:RevokeSecurityGroupIngress failed")?;
+        }
+        let egress = rules(sg.ip_permissions_egress());
+        if !egress.contains_key(EGRESS_RULE) {
+            ec2.authorize_security_group_egress()
+                .group_id(id)
+                .ip_permissions(https_out())
+                .send()
+                .await
+                .context("ec2:AuthorizeSecurityGroupEgress failed")?;
+        }
+        for (_, perm) in egress.into_iter().filter(|(k, _)| k != EGRESS_RULE) {
+            ec2.revoke_security_group_egress()
+                .group_id(id)
+                .ip_permissions(perm)
+                .send()
+                .await
+                .context("ec2:RevokeSecurityGroupEgress failed")?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resource for SecurityGroup {
+    fn id(&self) -> &str {
+        &self.net.id
+    }
+    fn kind(&self) -> &'static str {
+        "security-group"
+    }
+    fn depends_on(&self) -> Vec<String> {
+        self.net.deps.clone()
+    }
+    fn wanted(&self) -> bool {
+        self.net.wanted
+    }
+    fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
+        let name = Self::name(cx);
+        Ok(
+            json!({ "name": name, "ingress": [], "egress": [EGRESS_RULE], "tags": cx.stack.tags(&self.net.id, &name) }),
+        )
+    }
+
+    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+        let Some(sg) = self.find(cx).await? else {
+            return Ok(None);
+        };
+        let mut live = net_live(sg.group_id().unwrap_or_default());
+        if !self.net.wanted {
+            return Ok(Some(live));
+        }
+        let ingress: Vec<String> = rules(sg.ip_permissions()).into_keys().collect();
+        let egress: Vec<String> = rules(sg.ip_permissions_egress()).into_keys().collect();
+        check(&mut live.drift, "ingress", &Vec::<String>::new(), &ingress);
+        check(
+            &mut live.drift,
+            "egress",
+            &vec![EGRESS_RULE.to_string()],
+            &egress,
+        );
+        live.drift.extend(tags_drift(
+            &cx.stack.tags(&self.net.id, &Self::name(cx)),
+            &tag_map(sg.tags()),
+        ));
+        Ok(Some(live))
+    }
+
+    async fn create(&self, cx: &Cx) -> Result<Live> {
+        let vpc_id = cx.attr(ids::VPC, "id")?;
+        let name = Self::name(cx);
+        let out = cx
+            .aws
+            .ec2
+            .create_security_group()
+            .group_name(&name)
+            .description("webhook Lambda functions: no ingress, HTTPS egress only")
+            .vpc_id(vpc_id)
+            .tag_specifications(tag_spec(
+                cx,
+                ResourceType::SecurityGroup,
+                &self.net.id,
+                &name,
+            ))
+            .send()
+            .await
+            .context("ec2:CreateSecurityGroup failed")?;
+        let id = out
+            .group_id()
+            .context("ec2:CreateSecurityGroup returned no id")?
+            .to_string();
+        let sg = self
+            .find(cx)
+            .await?
+            .context("the security group vanished right after creation")?;
+        self.converge_rules(cx, &sg).await?;
+        Ok(net_live(&id))
+    }
+
+    async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {
+        let sg = self
+            .find(cx)
+            .await?
+            .context("the security group vanished")?;
+        let fields: BTreeSet<&str> = live.drift.iter().map(|d| d.field.as_str()).collect();
+        if fields.contains("ingress") || fields.contains("egress") {
+            self.converge_rules(cx, &sg).await?;
+        }
+        if fields.contains("tags") {
+            put_tags(cx, &live.physical_id, &self.net.id, &Self::name(cx)).await?;
+        }
+        Ok(net_live(&live.physical_id))
+    }
+
+    async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
+        let Some(sg) = self.find(cx).await? else {
+            return Ok(false);
+        };
+        let id = sg.group_id().unwrap_or_default().to_string();
+        match delete_retrying_enis(cx, "security group", || {
+            cx.aws.ec2.delete_security_group().group_id(&id).send()
+        })
+        .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_code(&e, &["InvalidGroup.NotFound"]) => Ok(false),
+            Err(e) => Err(e).context("ec2:DeleteSecurityGroup failed"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- gateway endpoints
+
+pub struct GatewayEndpoint {
+    net: Net,
+    /// `s3` or `dynamodb`.
+    service: &'static str,
+}
+
+impl GatewayEndpoint {
+    pub fn new(net: Net, service: &'static str) -> Self {
+        Self { net, service }
+    }
+
+    fn name(&self, cx: &Cx) -> String {
+        cx.stack.name(&format!("webhook-{}-endpoint", self.service))
+    }
+
+    fn service_name(&self, cx: &Cx) -> String {
+        format!("com.amazonaws.{}.{}", cx.stack.region, self.service)
+    }
+
+    async fn find(&self, cx: &Cx) -> Result<Option<aws_sdk_ec2::types::VpcEndpoint>> {
+        let out = cx
+            .aws
+            .ec2
+            .describe_vpc_endpoints()
+            .set_filters(Some(filters(cx, &self.net.id)))
+            .send()
+            .await
+            .context("ec2:DescribeVpcEndpoints failed")?;
+        // Deleted endpoints stay visible for a while. Endpoint states come
+        // in lower case ("deleted"), which the shared `State` enum does not
+        // match, so compare the text.
+        let gone = |e: &&aws_sdk_ec2::types::VpcEndpoint| {
+            e.state().is_some_and(|s| {
+                matches!(
+                    s.as_str().to_ascii_lowercase().as_str(),
+                    "deleted" | "deleting" | "failed" | "rejected" | "expired"
+                )
+            })
+        };
+        Ok(out.vpc_endpoints().iter().find(|e| !gone(e)).cloned())
+    }
+}
+
+#[async_trait]
+impl Resource for GatewayEndpoint {
+    fn id(&self) -> &str {
+        &self.net.id
+    }
+    fn kind(&self) -> &'static str {
+        "vpc-endpoint"
+    }
+    fn depends_on(&self) -> Vec<String> {
+        self.net.deps.clone()
+    }
+    fn wanted(&self) -> bool {
+        self.net.wanted
+    }
+    fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
+        let name = self.name(cx);
+        Ok(
+            json!({ "name": name, "service": self.service_name(cx), "type": "Gateway", "route_tables": [ids::ROUTE_TABLE], "tags": cx.stack.tags(&self.net.id, &name) }),
+        )
+    }
+
+    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+        let Some(ep) = self.find(cx).await? else {
+            return Ok(None);
+        };
+        let mut live = net_live(ep.vpc_endpoint_id().unwrap_or_default());
+        if !self.net.wanted {
+            return Ok(Some(live));
+        }
+        if ep.service_name() != Some(self.service_name(cx).as_str()) {
+            bail!(
+                "endpoint {} is tagged as {} but serves {:?}",
+                live.physical_id,
+                self.net.id,
+                ep.service_name()
+            );
+        }
+        let want: BTreeSet<String> = [cx.attr(ids::ROUTE_TABLE, "id")?].into();
+        let have: BTreeSet<String> = ep.route_table_ids().iter().cloned().collect();
+        check(&mut live.drift, "route_tables", &want, &have);
+        live.drift.extend(tags_drift(
+            &cx.stack.tags(&self.net.id, &self.name(cx)),
+            &tag_map(ep.tags()),
+        ));
+        Ok(Some(live))
+    }
+
+    async fn create(&self, cx: &Cx) -> Result<Live> {
+        let out = cx
+            .aws
+            .ec2
+            .create_vpc_endpoint()
+            .vpc_id(cx.attr(ids::VPC, "id")?)
+            .service_name(self.service_name(cx))
+            .vpc_endpoint_type(VpcEndpointType::Gateway)
+            .route_table_ids(cx.attr(ids::ROUTE_TABLE, "id")?)
+            .tag_specifications(tag_spec(
+                cx,
+                ResourceType::VpcEndpoint,
+                &self.net.id,
+                &self.name(cx),
+            ))
+            .send()
+            .await
+            .context("ec2:CreateVpcEndpoint failed")?;
+        let id = out
+            .vpc_endpoint()
+            .and_then(|e| e.vpc_endpoint_id())
+            .context("ec2:CreateVpcEndpoint returned no id")?;
+        Ok(net_live(id))
+    }
+
+    async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {
+        let ep = self.find(cx).await?.context("the endpoint vanished")?;
+        let id = live.physical_id.clone();
+        for d in &live.drift {
+            match d.field.as_str() {
+                "route_tables" => {
+                    let want = cx.attr(ids::ROUTE_TABLE, "id")?;
+                    let remove: Vec<String> = ep
+                        .route_table_ids()
+                        .iter()
+                        .filter(|r| **r != want)
+                        .cloned()
+                        .collect();
+                    let mut req = cx
+                        .aws
+                        .ec2
+                        .modify_vpc_endpoint()
+                        .vpc_endpoint_id(&id)
+                        .set_remove_route_table_ids((!remove.is_empty()).then_some(remove));
+                    if !ep.route_table_ids().contains(&want) {
+                        req = req.add_route_table_ids(want);
+                    }
+                    req.send().await.context("ec2:ModifyVpcEndpoint failed")?;
+                }
+                "tags" => put_tags(cx, &id, &self.net.id, &self.name(cx)).await?,
+                _ => {}
+            }
+        }
+        Ok(net_live(&id))
+    }
+
+    async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
+        let Some(ep) = self.find(cx).await? else {
+            return Ok(false);
+        };
+        let id = ep.vpc_endpoint_id().unwrap_or_default().to_string();
+        let out = match cx
+            .aws
+            .ec2
+            .delete_vpc_endpoints()
+            .vpc_endpoint_ids(&id)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if is_code(&e, &["InvalidVpcEndpointId.NotFound"]) => return Ok(false),
+            Err(e) => return Err(e).context("ec2:DeleteVpcEndpoints failed"),
+        };
+        if let Some(u) = out.unsuccessful().first() {
+            let err = u.error();
+            let code = err.and_then(|e| e.code()).unwrap_or("?");
+            if code != "InvalidVpcEndpoint.NotFound" && code != "InvalidVpcEndpointId.NotFound" {
+                bail!(
+                    "ec2:DeleteVpcEndpoints could not delete {id}: {code}: {}",
+                    err.and_then(|e| e.message()).unwrap_or("")
+                );
+            }
+            return Ok(false);
+        }
+        // The endpoint's routes go with it; the route table waits for that.
+        cx.say("waiting for the endpoint to be deleted");
+        let start = std::time::Instant::now();
+        while self.find(cx).await?.is_some() {
+            if start.elapsed() > Duration::from_secs(300) {
+                bail!("endpoint {id} was not deleted within 5 minutes");
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,985 @@
+//! The network and compute layer against moto, through the recording proxy:
+//! settings read back, no-op, a one-flag change, drift, adoption, the
+//! `--no-vpc` switch both ways, IAM-propagation and ENI retries, teardown.
+
+mod support;
+
+#[allow(dead_code)]
+#[path = "../src/lambdas.rs"]
+mod lambdas;
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+use support::moto::Moto;
+use support::proxy::{Matcher, Proxy, Rule};
+
+const SUFFIX: &str = "c1";
+const ACCOUNT: &str = "123456789012";
+const TABLE: &str = "webhook-events-c1";
+const BUCKET: &str = "webhook-archive-c1-123456789012-us-east-1";
+const FUNCTIONS: [(&str, &str); 3] = [
+    ("webhook-receiver-c1", "receiver"),
+    ("event-processor-c1", "processor"),
+    ("dead-letter-handler-c1", "dead-letter-handler"),
+];
+const ROLES: [&str; 3] = [
+    "webhook-receiver-role-c1",
+    "event-processor-role-c1",
+    "dead-letter-handler-role-c1",
+];
+/// Resources of the whole stack as far as these layers go (foundation 8 +
+/// network 7 + compute 6); the API/monitoring layers add theirs.
+const NETWORK: usize = 7;
+
+struct Env {
+    moto: Moto,
+    proxy: Proxy,
+    dir: tempfile::TempDir,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    secs: f64,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {} in {:.1}s\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.secs, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Env {
+    fn start() -> Self {
+        let moto = Moto::start();
+        let proxy = Proxy::start(&moto.endpoint);
+        Self {
+            moto,
+            proxy,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn state_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = support::deployer(&self.proxy.endpoint(), self.state_dir());
+        c.arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--suffix")
+            .arg(SUFFIX)
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        run(self.cmd(args))
+    }
+
+    /// `up`, asserting success, and printing what it cost (calls, seconds).
+    fn up(&self, args: &[&str]) -> Out {
+        self.proxy.clear();
+        let out = self.run(&[&["up"], args].concat());
+        assert_eq!(out.code, 0, "{out:?}");
+        eprintln!(
+            "up {args:?}: {} calls ({} mutating) in {:.1}s",
+            self.proxy.calls().len(),
+            self.proxy.mutating_calls().len(),
+            out.secs
+        );
+        out
+    }
+
+    async fn sdk(&self) -> aws_config::SdkConfig {
+        // Straight to moto: checks do not show up among the deployer's calls.
+        support::sdk_config(&self.moto.endpoint).await
+    }
+
+    fn state_file(&self) -> std::path::PathBuf {
+        self.state_dir().join(format!("{SUFFIX}.json"))
+    }
+}
+
+fn run(mut c: Command) -> Out {
+    let t = Instant::now();
+    let o = c
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run webhook-deploy");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+        secs: t.elapsed().as_secs_f64(),
+    }
+}
+
+fn stack_filter(key: &str, value: &str) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{key}"))
+        .values(value)
+        .build()
+}
+
+fn ours() -> aws_sdk_ec2::types::Filter {
+    stack_filter("webhook-deploy:stack", SUFFIX)
+}
+
+fn by_id(id: &str) -> aws_sdk_ec2::types::Filter {
+    stack_filter("webhook-deploy:resource", id)
+}
+
+fn embedded(package: &str) -> &'static lambdas::EmbeddedLambda {
+    lambdas::get(package).unwrap()
+}
+
+fn drifted(status_json: &str) -> BTreeMap<String, Vec<String>> {
+    let v: Value = serde_json::from_str(status_json).unwrap();
+    v["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "drifted" || r["status"] == "extra")
+        .map(|r| {
+            let fields = r["drift"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|d| d["field"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (r["id"].as_str().unwrap().to_string(), fields)
+        })
+        .collect()
+}
+
+/// Everything tagged with the stack, by kind (EC2 and Lambda; the
+/// foundation test counts the data and identity resources).
+async fn count_tagged(conf: &aws_config::SdkConfig) -> BTreeMap<&'static str, usize> {
+    let ec2 = aws_sdk_ec2::Client::new(conf);
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+        .len();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+        .len();
+    let rts = ec2
+        .describe_route_tables()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap()
+        .route_tables()
+        .len();
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap()
+        .security_groups()
+        .len();
+    let eps = ec2
+        .describe_vpc_endpoints()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap();
+    let eps = eps
+        .vpc_endpoints()
+        .iter()
+        .filter(|e| {
+            e.state()
+                .map(|s| s.as_str().to_ascii_lowercase())
+                .as_deref()
+                != Some("deleted")
+        })
+        .count();
+    let lambda = aws_sdk_lambda::Client::new(conf);
+    let is_ours = |t: Option<&std::collections::HashMap<String, String>>| {
+        t.is_some_and(|m| m.get("webhook-deploy:stack").map(String::as_str) == Some(SUFFIX))
+    };
+    let mut functions = 0;
+    for f in lambda.list_functions().send().await.unwrap().functions() {
+        let t = lambda
+            .list_tags()
+            .resource(f.function_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        functions += is_ours(t.tags()) as usize;
+    }
+    let mut mappings = 0;
+    for m in lambda
+        .list_event_source_mappings()
+        .send()
+        .await
+        .unwrap()
+        .event_source_mappings()
+    {
+        let t = lambda
+            .list_tags()
+            .resource(m.event_source_mapping_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        mappings += is_ours(t.tags()) as usize;
+    }
+    BTreeMap::from([
+        ("vpcs", vpcs),
+        ("subnets", subnets),
+        ("route_tables", rts),
+        ("security_groups", sgs),
+        ("endpoints", eps),
+        ("functions", functions),
+        ("mappings", mappings),
+    ])
+}
+
+fn full_counts(vpc: bool) -> BTreeMap<&'static str, usize> {
+    let n = |k: usize| if vpc { k } else { 0 };
+    BTreeMap::from([
+        ("vpcs", n(1)),
+        ("subnets", n(2)),
+        ("route_tables", n(1)),
+        ("security_groups", n(1)),
+        ("endpoints", n(2)),
+        ("functions", 3),
+        ("mappings", 1),
+    ])
+}
+
+async fn role_policy(iam: &aws_sdk_iam::Client, role: &str) -> Value {
+    let p = iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name("webhook-deploy")
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(&urlencoding::decode(p.policy_document()).unwrap()).unwrap()
+}
+
+fn has_action(policy: &Value, action: &str) -> bool {
+    policy["Statement"].as_array().unwrap().iter().any(|s| {
+        let a = &s["Action"];
+        a.as_str() == Some(action)
+            || a.as_array()
+                .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(action)))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_creates_network_and_compute_with_the_spec_settings() {
+    let env = Env::start();
+    let out = env.up(&[]);
+    let conf = env.sdk().await;
+
+    // Network.
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let vpcs = ec2.describe_vpcs().filters(ours()).send().await.unwrap();
+    assert_eq!(vpcs.vpcs().len(), 1);
+    let vpc = &vpcs.vpcs()[0];
+    let vpc_id = vpc.vpc_id().unwrap();
+    assert_eq!(vpc.cidr_block(), Some("10.0.0.0/16"));
+    assert!(vpc
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("Name") && t.value() == Some("webhook-vpc-c1")));
+    for attr in [
+        aws_sdk_ec2::types::VpcAttributeName::EnableDnsHostnames,
+        aws_sdk_ec2::types::VpcAttributeName::EnableDnsSupport,
+    ] {
+        let a = ec2
+            .describe_vpc_attribute()
+            .vpc_id(vpc_id)
+            .attribute(attr.clone())
+            .send()
+            .await
+            .unwrap();
+        let on = a
+            .enable_dns_hostnames()
+            .or(a.enable_dns_support())
+            .and_then(|v| v.value());
+        assert_eq!(on, Some(true), "{attr:?}");
+    }
+    let zones = ec2.describe_availability_zones().send().await.unwrap();
+    let mut zones: Vec<_> = zones
+        .availability_zones()
+        .iter()
+        .map(|z| z.zone_name().unwrap().to_string())
+        .collect();
+    zones.sort();
+    let mut subnet_ids = Vec::new();
+    for (i, (id, cidr)) in [("subnet-a", "10.0.1.0/24"), ("subnet-b", "10.0.2.0/24")]
+        .into_iter()
+        .enumerate()
+    {
+        let s = ec2
+            .describe_subnets()
+            .filters(ours())
+            .filters(by_id(id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(s.subnets().len(), 1, "{id}");
+        let s = &s.subnets()[0];
+        assert_eq!(s.cidr_block(), Some(cidr));
+        assert_eq!(s.vpc_id(), Some(vpc_id));
+        assert_eq!(
+            s.availability_zone(),
+            Some(zones[i].as_str()),
+            "first two zones, discovered"
+        );
+        subnet_ids.push(s.subnet_id().unwrap().to_string());
+    }
+    let rt = ec2
+        .describe_route_tables()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap();
+    let rt = &rt.route_tables()[0];
+    let mut assoc: Vec<_> = rt
+        .associations()
+        .iter()
+        .filter_map(|a| a.subnet_id().map(str::to_string))
+        .collect();
+    assoc.sort();
+    let mut want_assoc = subnet_ids.clone();
+    want_assoc.sort();
+    assert_eq!(
+        assoc, want_assoc,
+        "both subnets explicitly on the route table"
+    );
+    let sg = ec2
+        .describe_security_groups()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap();
+    let sg = &sg.security_groups()[0];
+    let sg_id = sg.group_id().unwrap().to_string();
+    assert!(
+        sg.ip_permissions().is_empty(),
+        "no ingress: {:?}",
+        sg.ip_permissions()
+    );
+    let egress: Vec<_> = sg
+        .ip_permissions_egress()
+        .iter()
+        .flat_map(|p| {
+            p.ip_ranges().iter().map(move |r| {
+                (
+                    p.ip_protocol().unwrap().to_string(),
+                    p.from_port(),
+                    p.to_port(),
+                    r.cidr_ip().unwrap().to_string(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        egress,
+        vec![(
+            "tcp".to_string(),
+            Some(443),
+            Some(443),
+            "0.0.0.0/0".to_string()
+        )]
+    );
+    let eps = ec2
+        .describe_vpc_endpoints()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap();
+    let mut services: Vec<_> = eps
+        .vpc_endpoints()
+        .iter()
+        .map(|e| e.service_name().unwrap().to_string())
+        .collect();
+    services.sort();
+    assert_eq!(
+        services,
+        [
+            "com.amazonaws.us-east-1.dynamodb",
+            "com.amazonaws.us-east-1.s3"
+        ]
+    );
+    for e in eps.vpc_endpoints() {
+        assert_eq!(e.vpc_endpoint_type().unwrap().as_str(), "Gateway");
+        assert_eq!(
+            e.route_table_ids(),
+            [rt.route_table_id().unwrap().to_string()]
+        );
+        assert_eq!(e.vpc_id(), Some(vpc_id));
+    }
+
+    // Functions.
+    let lambda = aws_sdk_lambda::Client::new(&conf);
+    let mut arns = BTreeMap::new();
+    let mut secret = String::new();
+    for ((name, package), role) in FUNCTIONS.iter().zip(ROLES) {
+        let f = lambda
+            .get_function()
+            .function_name(*name)
+            .send()
+            .await
+            .unwrap();
+        let c = f.configuration().unwrap();
+        assert_eq!(c.runtime().unwrap().as_str(), "provided.al2023");
+        assert_eq!(c.handler(), Some("bootstrap"));
+        assert_eq!(
+            c.code_sha256(),
+            Some(embedded(package).sha256_b64.trim()),
+            "{name}: the embedded zip"
+        );
+        assert_eq!(c.memory_size(), Some(512));
+        assert_eq!(c.timeout(), Some(30));
+        assert_eq!(
+            c.role(),
+            Some(format!("arn:aws:iam::{ACCOUNT}:role/{role}").as_str())
+        );
+        assert_eq!(
+            c.tracing_config().unwrap().mode().unwrap().as_str(),
+            "Active"
+        );
+        let vpc_conf = c.vpc_config().unwrap();
+        let mut subnets = vpc_conf.subnet_ids().to_vec();
+        subnets.sort();
+        assert_eq!(subnets, want_assoc, "{name}");
+        assert_eq!(vpc_conf.security_group_ids(), std::slice::from_ref(&sg_id));
+        let env_vars = c.environment().unwrap().variables().unwrap();
+        assert_eq!(env_vars["TABLE_NAME"], TABLE);
+        if *package == "receiver" {
+            assert_eq!(env_vars["SIGNATURE_SCHEME"], "standard-webhooks");
+            secret = env_vars["SIGNING_SECRET"].clone();
+            assert!(
+                secret.starts_with("whsec_") && secret.len() > 40,
+                "generated Standard Webhooks secret"
+            );
+        } else {
+            assert_eq!(env_vars["BUCKET_NAME"], BUCKET);
+        }
+        assert_eq!(f.tags().unwrap()["webhook-deploy:stack"], SUFFIX);
+        arns.insert(*package, c.function_arn().unwrap().to_string());
+    }
+    // The generated secret is in neither the state file nor the output.
+    let state = std::fs::read_to_string(env.state_file()).unwrap();
+    assert!(
+        !state.contains(&secret) && !out.stdout.contains(&secret) && !out.stderr.contains(&secret)
+    );
+    assert!(!state.contains("whsec_"), "{state}");
+
+    // Stream mapping.
+    let table = aws_sdk_dynamodb::Client::new(&conf)
+        .describe_table()
+        .table_name(TABLE)
+        .send()
+        .await
+        .unwrap();
+    let stream_arn = table
+        .table()
+        .unwrap()
+        .latest_stream_arn()
+        .unwrap()
+        .to_string();
+    let maps = lambda
+        .list_event_source_mappings()
+        .function_name(FUNCTIONS[1].0)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(maps.event_source_mappings().len(), 1);
+    let m = &maps.event_source_mappings()[0];
+    assert_eq!(m.event_source_arn(), Some(stream_arn.as_str()));
+    assert_eq!(m.function_arn(), Some(arns["processor"].as_str()));
+    assert_eq!(m.starting_position().unwrap().as_str(), "TRIM_HORIZON");
+    assert_eq!(m.state(), Some("Enabled"));
+    assert_eq!(m.batch_size(), Some(10));
+    assert_eq!(m.maximum_retry_attempts(), Some(3));
+    assert_eq!(m.bisect_batch_on_function_error(), Some(true));
+    let age = m.maximum_record_age_in_seconds().unwrap();
+    assert!((60..=86_400).contains(&age), "bounded record age: {age}");
+    assert_eq!(
+        m.function_response_types()
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>(),
+        ["ReportBatchItemFailures"]
+    );
+    let filters = m.filter_criteria().unwrap().filters();
+    assert_eq!(filters.len(), 1);
+    let pattern: Value = serde_json::from_str(filters[0].pattern().unwrap()).unwrap();
+    assert_eq!(pattern, serde_json::json!({ "eventName": ["INSERT"] }));
+    let dest = m
+        .destination_config()
+        .unwrap()
+        .on_failure()
+        .unwrap()
+        .destination()
+        .unwrap();
+    assert_eq!(dest, format!("arn:aws:s3:::{BUCKET}"));
+
+    // Failure records → dead-letter handler.
+    let s3 = support::s3_client(&conf);
+    let n = s3
+        .get_bucket_notification_configuration()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(n.lambda_function_configurations().len(), 1);
+    let c = &n.lambda_function_configurations()[0];
+    assert_eq!(
+        c.lambda_function_arn(),
+        arns["dead-letter-handler"].as_str()
+    );
+    assert_eq!(
+        c.events().iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+        ["s3:ObjectCreated:*"]
+    );
+    let rules = c.filter().unwrap().key().unwrap().filter_rules();
+    assert_eq!(rules.len(), 1);
+    assert!(rules[0]
+        .name()
+        .unwrap()
+        .as_str()
+        .eq_ignore_ascii_case("prefix"));
+    assert_eq!(
+        rules[0].value(),
+        Some("aws/lambda/"),
+        "Lambda's failure-record key layout"
+    );
+    let policy = lambda
+        .get_policy()
+        .function_name(FUNCTIONS[2].0)
+        .send()
+        .await
+        .unwrap();
+    let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+    let stmts = policy["Statement"].as_array().unwrap();
+    assert_eq!(stmts.len(), 1);
+    assert_eq!(stmts[0]["Principal"]["Service"], "s3.amazonaws.com");
+    assert_eq!(stmts[0]["Action"], "lambda:InvokeFunction");
+    assert_eq!(
+        stmts[0]["Condition"]["ArnLike"]["AWS:SourceArn"],
+        format!("arn:aws:s3:::{BUCKET}")
+    );
+    assert_eq!(
+        stmts[0]["Condition"]["StringEquals"]["AWS:SourceAccount"],
+        ACCOUNT
+    );
+
+    // Function-side IAM statements.
+    let iam = aws_sdk_iam::Client::new(&conf);
+    for role in ROLES {
+        let p = role_policy(&iam, role).await;
+        assert!(has_action(&p, "ec2:CreateNetworkInterface"), "{role}");
+        assert!(has_action(&p, "xray:PutTraceSegments"), "{role}");
+    }
+    assert_eq!(count_tagged(&conf).await, full_counts(true));
+}
+
+#[test]
+fn noop_up_is_silent_and_a_memory_flag_updates_only_that_configuration() {
+    let env = Env::start();
+    env.up(&[]);
+    let state_before = std::fs::read_to_string(env.state_file()).unwrap();
+    let again = env.up(&[]);
+    assert!(again.stderr.contains(" 0 created, 0 updated"), "{again:?}");
+    let m = env.proxy.mutating_calls();
+    assert!(m.is_empty(), "no-op up mutated: {m:#?}");
+    assert_eq!(
+        std::fs::read_to_string(env.state_file()).unwrap(),
+        state_before,
+        "no-op up rewrote state"
+    );
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(status.stdout.contains("In sync."), "{status:?}");
+
+    let changed = env.up(&["--memory", "processor=1024"]);
+    assert!(changed.stderr.contains("1 updated"), "{changed:?}");
+    let m: Vec<String> = env
+        .proxy
+        .mutating_calls()
+        .iter()
+        .map(|c| format!("{} {}", c.service, c.operation))
+        .collect();
+    assert_eq!(
+        m,
+        ["lambda PUT /2015-03-31/functions/event-processor-c1/configuration"],
+        "only that configuration, no code upload"
+    );
+    let status = env.run(&["status", "--memory", "processor=1024"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let back = env.run(&["status"]);
+    assert_eq!(back.code, 2, "memory back to 512 is a change: {back:?}");
+    assert!(back.stdout.contains("memory_mb"), "{back:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_is_named_by_status_and_repaired_by_up() {
+    let env = Env::start();
+    env.up(&[]);
+    let conf = env.sdk().await;
+    let lambda = aws_sdk_lambda::Client::new(&conf);
+    let maps = lambda
+        .list_event_source_mappings()
+        .function_name(FUNCTIONS[1].0)
+        .send()
+        .await
+        .unwrap();
+    let uuid = maps.event_source_mappings()[0].uuid().unwrap().to_string();
+    lambda
+        .update_event_source_mapping()
+        .uuid(&uuid)
+        .enabled(false)
+        .send()
+        .await
+        .unwrap();
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let sg = ec2
+        .describe_security_groups()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap();
+    let sg_id = sg.security_groups()[0].group_id().unwrap().to_string();
+    ec2.authorize_security_group_ingress()
+        .group_id(&sg_id)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(22)
+                .to_port(22)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    lambda
+        .update_function_configuration()
+        .function_name(FUNCTIONS[0].0)
+        .memory_size(256)
+        .send()
+        .await
+        .unwrap();
+
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 2, "{status:?}");
+    for needle in [
+        "stream-mapping",
+        "enabled",
+        "lambda-sg",
+        "ingress",
+        "receiver-function",
+        "memory_mb",
+    ] {
+        assert!(
+            status.stdout.contains(needle),
+            "status does not name {needle}: {status:?}"
+        );
+    }
+    let json = env.run(&["status", "--output", "json"]);
+    assert_eq!(json.code, 2, "{json:?}");
+    assert_eq!(
+        drifted(&json.stdout),
+        BTreeMap::from([
+            ("stream-mapping".to_string(), vec!["enabled".to_string()]),
+            ("lambda-sg".to_string(), vec!["ingress".to_string()]),
+            (
+                "receiver-function".to_string(),
+                vec!["memory_mb".to_string()]
+            ),
+        ])
+    );
+
+    let up = env.up(&[]);
+    assert!(up.stderr.contains("3 updated"), "{up:?}");
+    let m: Vec<String> = env
+        .proxy
+        .mutating_calls()
+        .iter()
+        .map(|c| c.operation.clone())
+        .collect();
+    assert!(
+        !m.iter().any(|o| o.ends_with("/code")),
+        "code re-uploaded: {m:?}"
+    );
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let sg = ec2
+        .describe_security_groups()
+        .group_ids(&sg_id)
+        .send()
+        .await
+        .unwrap();
+    assert!(sg.security_groups()[0].ip_permissions().is_empty());
+    let m = lambda
+        .get_event_source_mapping()
+        .uuid(&uuid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(m.state(), Some("Enabled"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_state_is_rebuilt_by_adoption_without_duplicates() {
+    let env = Env::start();
+    env.up(&[]);
+    let secret_before = receiver_secret(&env.sdk().await).await;
+    std::fs::remove_file(env.state_file()).unwrap();
+    let status = env.run(&["status"]);
+    assert_eq!(
+        status.code, 0,
+        "everything exists, only the state is gone: {status:?}"
+    );
+    let out = env.up(&[]);
+    assert!(out.stderr.contains(" 0 created"), "{out:?}");
+    assert!(
+        !out.stderr.contains(" 0 adopted") && out.stderr.contains("adopted"),
+        "{out:?}"
+    );
+    let m = env.proxy.mutating_calls();
+    assert!(m.is_empty(), "adoption mutated AWS: {m:#?}");
+    let conf = env.sdk().await;
+    assert_eq!(count_tagged(&conf).await, full_counts(true));
+    assert_eq!(
+        receiver_secret(&conf).await,
+        secret_before,
+        "the generated secret survives"
+    );
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
+    for id in [
+        "vpc",
+        "subnet-a",
+        "subnet-b",
+        "route-table",
+        "lambda-sg",
+        "s3-endpoint",
+        "dynamodb-endpoint",
+        "receiver-function",
+        "processor-function",
+        "dead-letter-function",
+        "stream-mapping",
+        "dead-letter-s3-permission",
+        "failure-notification",
+    ] {
+        assert!(
+            st["resources"][id]["physical_id"]
+                .as_str()
+                .is_some_and(|p| !p.is_empty()),
+            "{id} not adopted: {st}"
+        );
+    }
+}
+
+async fn receiver_secret(conf: &aws_config::SdkConfig) -> String {
+    let lambda = aws_sdk_lambda::Client::new(conf);
+    let c = lambda
+        .get_function_configuration()
+        .function_name(FUNCTIONS[0].0)
+        .send()
+        .await
+        .unwrap();
+    c.environment().unwrap().variables().unwrap()["SIGNING_SECRET"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_vpc_removes_the_network_and_back() {
+    let env = Env::start();
+    env.up(&[]);
+    let conf = env.sdk().await;
+    let lambda = aws_sdk_lambda::Client::new(&conf);
+    let iam = aws_sdk_iam::Client::new(&conf);
+
+    let out = env.up(&["--no-vpc"]);
+    assert!(
+        out.stderr.contains(&format!("{NETWORK} deleted")),
+        "{out:?}"
+    );
+    for (name, _) in FUNCTIONS {
+        let c = lambda
+            .get_function_configuration()
+            .function_name(name)
+            .send()
+            .await
+            .unwrap();
+        let v = c.vpc_config();
+        assert!(
+            v.is_none_or(|v| v.subnet_ids().is_empty() && v.security_group_ids().is_empty()),
+            "{name} still in a VPC: {v:?}"
+        );
+    }
+    assert_eq!(count_tagged(&conf).await, full_counts(false));
+    for role in ROLES {
+        assert!(
+            !has_action(&role_policy(&iam, role).await, "ec2:CreateNetworkInterface"),
+            "{role}: ENI actions outside a VPC"
+        );
+    }
+    let st = std::fs::read_to_string(env.state_file()).unwrap();
+    assert!(
+        !st.contains("\"vpc\""),
+        "network records left in state: {st}"
+    );
+    let status = env.run(&["status", "--no-vpc"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let noop = env.up(&["--no-vpc"]);
+    assert!(env.proxy.mutating_calls().is_empty(), "{noop:?}");
+    let plan = env.run(&["plan"]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+
+    let back = env.up(&[]);
+    assert!(
+        back.stderr.contains(&format!("{NETWORK} created")),
+        "{back:?}"
+    );
+    assert_eq!(count_tagged(&conf).await, full_counts(true));
+    for (name, _) in FUNCTIONS {
+        let c = lambda
+            .get_function_configuration()
+            .function_name(name)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(c.vpc_config().unwrap().subnet_ids().len(), 2, "{name}");
+    }
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+
+    // `status --no-vpc` on a VPC stack names the network as extra.
+    let extra = env.run(&["status", "--no-vpc", "--output", "json"]);
+    assert_eq!(extra.code, 2, "{extra:?}");
+    let d = drifted(&extra.stdout);
+    assert!(
+        d.contains_key("vpc") && d.contains_key("lambda-sg"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn create_function_waits_for_the_role_to_propagate() {
+    let env = Env::start();
+    let create_fn =
+        Matcher::custom(|r| r.service == "lambda" && r.operation == "POST /2015-03-31/functions");
+    env.proxy.add_rule(Rule::fail(
+        create_fn,
+        2,
+        400,
+        "InvalidParameterValueException",
+        "The role defined for the function cannot be assumed by Lambda.",
+    ));
+    let out = env.up(&[]);
+    assert!(
+        out.stderr
+            .contains("waiting for the execution role to propagate"),
+        "{out:?}"
+    );
+    assert_eq!(env.proxy.injected_calls().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn down_waits_for_network_interfaces_within_its_timeout_and_leaves_nothing() {
+    let env = Env::start();
+    env.up(&[]);
+    // Lambda's ENIs linger: the subnets go after two retries; the security
+    // group not within a short --eni-timeout, so down gives up, visibly.
+    env.proxy.add_rule(Rule::fail(
+        "ec2:DeleteSubnet",
+        2,
+        400,
+        "DependencyViolation",
+        "The subnet has dependencies and cannot be deleted.",
+    ));
+    env.proxy.add_rule(Rule::fail(
+        "ec2:DeleteSecurityGroup",
+        usize::MAX,
+        400,
+        "DependencyViolation",
+        "resource sg-1 has a dependent object",
+    ));
+    env.proxy.clear();
+    let short = env.run(&["down", "--yes", "--eni-timeout", "3s"]);
+    assert_eq!(short.code, 1, "{short:?}");
+    assert!(short.secs < 60.0, "{short:?}");
+    assert!(
+        short.stderr.contains(
+            "waiting for Lambda's network interfaces to be released before deleting the subnet"
+        ),
+        "{short:?}"
+    );
+    assert!(
+        short.stderr.contains("lambda-sg (security-group)")
+            && short.stderr.contains("DependencyViolation"),
+        "{short:?}"
+    );
+    assert!(
+        short
+            .stderr
+            .contains("vpc (vpc): not attempted because lambda-sg failed"),
+        "{short:?}"
+    );
+    let first_calls = env.proxy.calls().len();
+
+    // Then the interfaces are gone: down finishes what is left.
+    env.proxy.clear_rules();
+    env.proxy.clear();
+    let down = env.run(&["down", "--yes"]);
+    assert_eq!(down.code, 0, "{down:?}");
+    assert!(
+        down.stderr.contains("2 deleted"),
+        "security group and VPC: {down:?}"
+    );
+    eprintln!(
+        "down: {} + {} calls in {:.1}s + {:.1}s",
+        first_calls,
+        env.proxy.calls().len(),
+        short.secs,
+        down.secs
+    );
+    let conf = env.sdk().await;
+    let none: BTreeMap<_, _> = full_counts(false).into_keys().map(|k| (k, 0)).collect();
+    assert_eq!(count_tagged(&conf).await, none);
+    let iam = aws_sdk_iam::Client::new(&conf);
+    for r in ROLES {
+        assert!(
+            iam.get_role().role_name(r).send().await.is_err(),
+            "{r} still exists"
+        );
+    }
+    let again = env.run(&["down", "--yes"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stderr.contains(" 0 deleted"), "{again:?}");
+}
