@@ -26,6 +26,9 @@ pub struct Clients {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub lambda: aws_sdk_lambda::Client,
+    pub apigateway: aws_sdk_apigateway::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 impl Clients {
@@ -62,6 +65,9 @@ impl Clients {
             logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
             ec2: aws_sdk_ec2::Client::new(&sdk),
             lambda: aws_sdk_lambda::Client::new(&sdk),
+            apigateway: aws_sdk_apigateway::Client::new(&sdk),
+            sns: aws_sdk_sns::Client::new(&sdk),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
         })
     }
 }

@@ -16,6 +16,8 @@ pub struct Cli {
     #[command(flatten)]
     pub common: Common,
     #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
     pub compute: ComputeArgs,
 }
 
@@ -65,6 +67,40 @@ pub struct Common {
     /// Do not ask for confirmation (`down`).
     #[arg(long, global = true)]
     pub yes: bool,
+}
+
+/// The API front door and the alarms (they shape what `up` converges to,
+/// so `plan` and `status` take them too).
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// POST /webhook without an API key (for senders that cannot add headers, such as Stripe and GitHub).
+    #[arg(long, global = true)]
+    pub no_api_key: bool,
+    /// Requests per second allowed by the stage and the usage plan.
+    #[arg(long, global = true, default_value_t = 10000.0, value_parser = positive_rate)]
+    pub throttle_rate: f64,
+    /// Burst allowed by the stage and the usage plan (the default account limit is 5000).
+    #[arg(long, global = true, default_value_t = 5000, value_parser = clap::value_parser!(i32).range(1..=1_000_000))]
+    pub throttle_burst: i32,
+    /// Subscribe this address to the alarm topic (run without it to unsubscribe).
+    #[arg(long, global = true, value_parser = email)]
+    pub alarm_email: Option<String>,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of requests per second")),
+    }
+}
+
+fn email(s: &str) -> Result<String, String> {
+    let ok = s.split_once('@').is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.')) && !s.contains(char::is_whitespace);
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not an email address"))
+    }
 }
 
 /// The network and the functions (they shape what `up` converges to, so

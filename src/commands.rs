@@ -25,7 +25,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let paths = StatePaths::new(&c.state_dir, &c.suffix);
     match cli.command {
         Command::Lambdas => lambdas(c.output),
-        Command::Outputs { show_secrets } => outputs(&paths, c.output, show_secrets),
+        Command::Outputs { show_secrets } => outputs(&cli, &paths, show_secrets).await,
         Command::Up => reconcile(&cli, &paths, Mode::Up).await,
         Command::Plan => reconcile(&cli, &paths, Mode::Plan).await,
         Command::Status => reconcile(&cli, &paths, Mode::Plan).await,
@@ -74,7 +74,13 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         suffix: c.suffix.clone(),
         region: aws.region.clone(),
         account: aws.account.clone(),
-        opts: compute,
+        opts: stack::StackOptions {
+            api_key_required: !cli.api.no_api_key,
+            throttle_rate: cli.api.throttle_rate,
+            throttle_burst: cli.api.throttle_burst,
+            alarm_email: cli.api.alarm_email.clone(),
+            ..compute
+        },
     };
     if mode == Mode::Down && !c.yes {
         confirm_down(&settings)?;
@@ -137,7 +143,9 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     }
     if mode == Mode::Up && c.output == Output::Text {
         println!();
-        print_outputs_text(&final_state, false);
+        let out = outputs_json(&final_state);
+        print_outputs_text(&out);
+        print_curl_example(c, &out);
     }
     let drift_found = match cli.command {
         // Adoption only fills the state file: the live stack is in sync.
@@ -347,31 +355,121 @@ fn print_json(name: &str, s: &Settings, r: &Report, st: &State) -> Result<()> {
         "errors": r.errors().len(),
     });
     if name == "up" && r.errors().is_empty() {
-        out["outputs"] = outputs_json(st, false);
+        out["outputs"] = outputs_json(st);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
-fn outputs_json(st: &State, _show_secrets: bool) -> serde_json::Value {
-    let attr = |id: &str, key: &str| st.resources.get(id).and_then(|r| r.attrs.get(key)).cloned();
+/// The stack's outputs from the state file: no secrets (state has none).
+fn outputs_json(st: &State) -> serde_json::Value {
+    let rec = |id: &str| st.resources.get(id);
+    let attr = |id: &str, key: &str| rec(id).and_then(|r| r.attrs.get(key)).cloned();
+    let receiver = rec(&ids::function(stack::Function::Receiver));
+    // The receiver layer records the scheme as an attribute or in the
+    // function's environment.
+    let scheme = receiver.and_then(|r| {
+        r.attrs.get("signature_scheme").cloned().or_else(|| {
+            r.applied
+                .pointer("/environment/SIGNATURE_SCHEME")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+    });
     json!({
+        "apiUrl": attr(ids::API, "id").map(|id| stack::api_url(&id, &st.region)),
+        "apiKeyId": attr(ids::API_KEY, "id"),
+        "apiKeyRequired": rec(ids::API_METHOD).and_then(|r| r.applied.get("api_key_required")).and_then(|v| v.as_bool()),
+        "signatureScheme": scheme,
         "tableName": attr(ids::TABLE, "name"),
         "bucketName": attr(ids::BUCKET, "name"),
+        "alarmTopicArn": attr(ids::ALARM_TOPIC, "arn"),
     })
 }
 
-fn print_outputs_text(st: &State, show_secrets: bool) {
-    if let serde_json::Value::Object(m) = outputs_json(st, show_secrets) {
+fn print_outputs_text(out: &serde_json::Value) {
+    if let serde_json::Value::Object(m) = out {
         for (k, v) in m {
-            if let Some(v) = v.as_str() {
-                println!("{k} = {v}");
+            match v {
+                serde_json::Value::String(s) => println!("{k} = {s}"),
+                serde_json::Value::Bool(b) => println!("{k} = {b}"),
+                _ => {}
             }
         }
     }
 }
 
-fn outputs(paths: &StatePaths, output: Output, show_secrets: bool) -> Result<u8> {
+/// A request senders can paste to try the endpoint. The key is fetched by
+/// a nested `outputs --show-secrets` so it never lands in `up`'s output.
+fn print_curl_example(c: &crate::cli::Common, out: &serde_json::Value) {
+    let Some(url) = out["apiUrl"].as_str() else {
+        return;
+    };
+    let mut outputs_cmd = format!("webhook-deploy outputs --suffix {}", c.suffix);
+    if c.state_dir != std::path::Path::new("state") {
+        outputs_cmd.push_str(&format!(" --state-dir '{}'", c.state_dir.display()));
+    }
+    if let Some(r) = &c.region {
+        outputs_cmd.push_str(&format!(" --region {r}"));
+    }
+    if let Some(p) = &c.profile {
+        outputs_cmd.push_str(&format!(" --profile {p}"));
+    }
+    println!("\nTry it:");
+    if let Some(scheme) = out["signatureScheme"].as_str().filter(|s| *s != "none") {
+        println!("  # the receiver verifies {scheme} signatures: add the scheme's signature headers, or it answers 401");
+    }
+    println!("  curl -sS -X POST '{url}' \\");
+    println!("    -H 'Content-Type: application/json' \\");
+    if out["apiKeyRequired"].as_bool() != Some(false) {
+        println!("    -H \"x-api-key: $({outputs_cmd} --show-secrets | sed -n 's/^apiKeyValue = //p')\" \\");
+    }
+    println!("    -d '{{\"eventId\":\"evt-test-1\",\"type\":\"test.ping\"}}'");
+}
+
+/// Secret values, read from AWS on demand (never from state).
+async fn add_secrets(cli: &Cli, st: &State, out: &mut serde_json::Value) -> Result<()> {
+    let c = &cli.common;
+    let aws = Clients::connect(&ConnectOptions {
+        region: c.region.clone(),
+        profile: c.profile.clone(),
+        endpoint_url: c.endpoint_url.clone(),
+    })
+    .await?;
+    if let Some(key_id) = st
+        .resources
+        .get(ids::API_KEY)
+        .map(|r| r.physical_id.clone())
+        .filter(|k| !k.is_empty())
+    {
+        let key = aws
+            .apigateway
+            .get_api_key()
+            .api_key(&key_id)
+            .include_value(true)
+            .send()
+            .await
+            .with_context(|| format!("cannot read API key {key_id} (apigateway:GetApiKey)"))?;
+        out["apiKeyValue"] = json!(key.value());
+    }
+    let settings = Settings {
+        suffix: c.suffix.clone(),
+        region: aws.region.clone(),
+        account: aws.account.clone(),
+        opts: stack::StackOptions::default(),
+    };
+    let cx = Cx::new(
+        Arc::new(aws),
+        Arc::new(settings),
+        Arc::new(Progress::new(&[], false)),
+    );
+    if let Some(secret) = crate::resources::lambda_function::deployed_signing_secret(&cx).await? {
+        out["signingSecret"] = json!(secret);
+    }
+    Ok(())
+}
+
+async fn outputs(cli: &Cli, paths: &StatePaths, show_secrets: bool) -> Result<u8> {
     let Some(st) = state::load(&paths.file)? else {
         bail!(
             "no state file {}: run `webhook-deploy up --suffix {}` first (or pass the --state-dir that holds it)",
@@ -379,12 +477,13 @@ fn outputs(paths: &StatePaths, output: Output, show_secrets: bool) -> Result<u8>
             paths.file.file_stem().and_then(|s| s.to_str()).unwrap_or("dev")
         );
     };
-    match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&outputs_json(&st, show_secrets))?
-        ),
-        Output::Text => print_outputs_text(&st, show_secrets),
+    let mut out = outputs_json(&st);
+    if show_secrets {
+        add_secrets(cli, &st, &mut out).await?;
+    }
+    match cli.common.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
+        Output::Text => print_outputs_text(&out),
     }
     Ok(EXIT_OK)
 }

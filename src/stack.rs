@@ -3,6 +3,11 @@
 
 use crate::engine::resource::Resource;
 use crate::layout;
+use crate::resources::alarm::{self, MetricAlarm};
+use crate::resources::api_deployment::{ApiDeployment, ApiStage};
+use crate::resources::rest_api::{ApiMethod, ApiRoute, RestApi};
+use crate::resources::sns_topic::AlarmTopic;
+use crate::resources::usage_plan::{ApiKey, UsagePlan, UsagePlanKey};
 use crate::resources::{
     bucket_notification::FailureNotification,
     event_source_mapping::StreamMapping,
@@ -31,6 +36,15 @@ pub struct Settings {
 /// New options get a field here and a default in `Default`.
 #[derive(Clone, Debug)]
 pub struct StackOptions {
+    /// POST /webhook requires an API key (`--no-api-key` turns it off for
+    /// senders that cannot add headers, such as Stripe and GitHub).
+    pub api_key_required: bool,
+    /// Steady-state requests per second, stage `*/*` and usage plan.
+    pub throttle_rate: f64,
+    /// Burst, stage `*/*` and usage plan (the account default limit is 5000).
+    pub throttle_burst: i32,
+    /// Address subscribed to the alarm topic.
+    pub alarm_email: Option<String>,
     /// Functions run in the stack's private subnets (`--no-vpc`: outside
     /// any VPC, and the stack owns no network resources).
     pub vpc: bool,
@@ -45,19 +59,6 @@ pub struct StackOptions {
     /// How long `down` waits for Lambda's network interfaces to go before
     /// subnets and the security group can be deleted.
     pub eni_timeout: std::time::Duration,
-}
-
-impl Default for StackOptions {
-    fn default() -> Self {
-        Self {
-            vpc: true,
-            memory_mb: [512; 3],
-            timeout_s: [30; 3],
-            signature: Signature::StandardWebhooks,
-            signing_secret: None,
-            eni_timeout: std::time::Duration::from_secs(45 * 60),
-        }
-    }
 }
 
 /// Webhook signature schemes the receiver understands (`SIGNATURE_SCHEME`).
@@ -91,6 +92,23 @@ pub struct Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Secret(from {})", self.source)
+    }
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            api_key_required: true,
+            throttle_rate: 10000.0,
+            throttle_burst: 5000,
+            alarm_email: None,
+            vpc: true,
+            memory_mb: [512; 3],
+            timeout_s: [30; 3],
+            signature: Signature::StandardWebhooks,
+            signing_secret: None,
+            eni_timeout: std::time::Duration::from_secs(45 * 60),
+        }
     }
 }
 
@@ -161,6 +179,16 @@ pub fn validate_suffix(s: &str) -> Result<()> {
     Ok(())
 }
 
+/// The API's only stage.
+pub const STAGE: &str = "prod";
+/// The API's only resource: `/webhook`.
+pub const WEBHOOK_PATH_PART: &str = "webhook";
+
+/// The invoke URL senders post to.
+pub fn api_url(api_id: &str, region: &str) -> String {
+    format!("https://{api_id}.execute-api.{region}.amazonaws.com/{STAGE}/{WEBHOOK_PATH_PART}")
+}
+
 pub const TAG_STACK: &str = "webhook-deploy:stack";
 pub const TAG_RESOURCE: &str = "webhook-deploy:resource";
 
@@ -221,6 +249,22 @@ impl Settings {
         )
     }
 
+    pub fn api_name(&self) -> String {
+        self.name("webhook-api")
+    }
+
+    pub fn usage_plan_name(&self) -> String {
+        self.name("webhook-usage-plan")
+    }
+
+    pub fn api_key_name(&self) -> String {
+        self.name("webhook-api-key")
+    }
+
+    pub fn alarm_topic_name(&self) -> String {
+        self.name("webhook-alarms")
+    }
+
     /// Every taggable resource carries these.
     pub fn tags(&self, logical_id: &str, name: &str) -> BTreeMap<String, String> {
         [
@@ -264,6 +308,26 @@ pub mod ids {
     pub const STREAM_MAPPING: &str = "stream-mapping";
     pub const FAILURE_PERMISSION: &str = "dead-letter-s3-permission";
     pub const FAILURE_NOTIFICATION: &str = "failure-notification";
+
+    // API front door. Attributes of `API`: `id`, `root_resource_id`, `execution_arn`.
+    pub const API: &str = "api";
+    pub const API_ROUTE: &str = "api-webhook-resource";
+    pub const API_METHOD: &str = "api-webhook-post";
+    pub const API_PERMISSION: &str = "api-invoke-permission";
+    pub const API_DEPLOYMENT: &str = "api-deployment";
+    pub const API_STAGE: &str = "api-stage";
+    pub const USAGE_PLAN: &str = "api-usage-plan";
+    pub const API_KEY: &str = "api-key";
+    pub const USAGE_PLAN_KEY: &str = "api-usage-plan-key";
+
+    // Monitoring. Attributes of `ALARM_TOPIC`: `arn`, `name`.
+    pub const ALARM_TOPIC: &str = "alarm-topic";
+    pub fn error_rate_alarm(f: super::Function) -> String {
+        format!("{}-error-rate-alarm", f.key())
+    }
+    pub const ITERATOR_AGE_ALARM: &str = "processor-iterator-age-alarm";
+    pub const DEAD_LETTER_ALARM: &str = "dead-letter-alarm";
+    pub const API_5XX_ALARM: &str = "api-5xx-alarm";
 }
 
 /// The whole stack, in dependency order.
@@ -294,6 +358,8 @@ pub fn define(s: &Settings) -> Vec<Arc<dyn Resource>> {
     // Compute: the functions, the stream mapping, the failure wiring.
     define_compute(s, &mut stack);
 
+    define_api(&mut stack);
+    define_monitoring(s, &mut stack);
     stack
 }
 
@@ -381,6 +447,60 @@ fn define_compute(s: &Settings, stack: &mut Vec<Arc<dyn Resource>>) {
     )));
     stack.push(Arc::new(FailureNotification::new(
         ids::FAILURE_NOTIFICATION,
+    )));
+}
+
+/// The front door: REST API → /webhook → POST (AWS_PROXY to the receiver),
+/// deployed to stage `prod`, throttled by a usage plan that holds the API key.
+fn define_api(stack: &mut Vec<Arc<dyn Resource>>) {
+    stack.push(Arc::new(RestApi::new(ids::API)));
+    stack.push(Arc::new(ApiRoute::new(ids::API_ROUTE)));
+    stack.push(Arc::new(ApiMethod::new(ids::API_METHOD)));
+    stack.push(Arc::new(LambdaPermission::new(
+        ids::API_PERMISSION,
+        Function::Receiver,
+        "apigateway.amazonaws.com",
+        // Any stage, POST /webhook of this API only.
+        |cx| {
+            Ok(format!(
+                "{}/*/POST/{WEBHOOK_PATH_PART}",
+                cx.attr(ids::API, "execution_arn")?
+            ))
+        },
+        false,
+        vec![ids::API.into()],
+    )));
+    // A new deployment only when the definition's fingerprint changed.
+    stack.push(Arc::new(ApiDeployment::new(ids::API_DEPLOYMENT)));
+    stack.push(Arc::new(ApiStage::new(ids::API_STAGE)));
+    stack.push(Arc::new(UsagePlan::new(ids::USAGE_PLAN)));
+    // The key exists with --no-api-key too (the method just stops asking
+    // for it), so switching back does not hand senders a new key.
+    stack.push(Arc::new(ApiKey::new(ids::API_KEY)));
+    stack.push(Arc::new(UsagePlanKey::new(ids::USAGE_PLAN_KEY)));
+}
+
+/// Alarms on error rates, stream lag, dead letters and API 5XX, all
+/// notifying one SNS topic.
+fn define_monitoring(s: &Settings, stack: &mut Vec<Arc<dyn Resource>>) {
+    stack.push(Arc::new(AlarmTopic::new(ids::ALARM_TOPIC)));
+    for f in Function::ALL {
+        stack.push(Arc::new(MetricAlarm::new(
+            &ids::error_rate_alarm(f),
+            alarm::error_rate(s, f),
+        )));
+    }
+    stack.push(Arc::new(MetricAlarm::new(
+        ids::ITERATOR_AGE_ALARM,
+        alarm::iterator_age(s),
+    )));
+    stack.push(Arc::new(MetricAlarm::new(
+        ids::DEAD_LETTER_ALARM,
+        alarm::dead_letters(s),
+    )));
+    stack.push(Arc::new(MetricAlarm::new(
+        ids::API_5XX_ALARM,
+        alarm::api_5xx(s),
     )));
 }
 

@@ -22,6 +22,14 @@ const LOG_GROUPS: [&str; 3] = [
     "/aws/lambda/dead-letter-handler-t1",
 ];
 
+/// Every resource of the stack: 8 foundation (table, bucket, 3 log groups,
+/// 3 roles), 13 network and compute (VPC, 2 subnets, route table, security
+/// group, 2 endpoints, 3 functions, stream mapping, S3 permission, failure
+/// notification), 16 API and monitoring (REST API, /webhook, POST, invoke
+/// permission, deployment, stage, usage plan, key, plan key, SNS topic,
+/// 6 alarms).
+const ALL: usize = 37;
+
 fn env() -> Env {
     Env::start(SUFFIX)
 }
@@ -74,7 +82,7 @@ async fn up_creates_every_resource_with_the_spec_settings() {
     let env = env();
     let out = env.run(&["up"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("8 created"), "{out:?}");
+    assert!(out.stderr.contains(&format!("up: {ALL} created")), "{out:?}");
     assert!(
         out.stdout.contains(&format!("tableName = {TABLE}")),
         "{out:?}"
@@ -370,13 +378,13 @@ async fn up_creates_every_resource_with_the_spec_settings() {
     assert_eq!(st["suffix"], SUFFIX);
     assert_eq!(st["region"], "us-east-1");
     assert_eq!(st["account"], "123456789012");
-    assert!(st["serial"].as_u64().unwrap() >= 8);
+    assert!(st["serial"].as_u64().unwrap() >= ALL as u64);
     assert_eq!(st["resources"]["events-table"]["physical_id"], TABLE);
     assert!(st["resources"]["events-table"]["attrs"]["stream_arn"]
         .as_str()
         .unwrap()
         .contains("/stream/"));
-    assert_eq!(st["resources"].as_object().unwrap().len(), 8);
+    assert_eq!(st["resources"].as_object().unwrap().len(), ALL);
 
     // outputs reads the state, text and JSON.
     let o = env.run(&["outputs", "--output", "json"]);
@@ -395,7 +403,7 @@ fn noop_up_makes_no_mutating_call_and_status_is_clean() {
     let out = env.run(&["up"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.stderr.contains("0 created, 0 updated, 8 unchanged"),
+        out.stderr.contains(&format!("up: 0 created, 0 updated, {ALL} unchanged")),
         "{out:?}"
     );
     let mutating = env.proxy.mutating_calls();
@@ -551,14 +559,14 @@ async fn lost_state_is_rebuilt_by_adoption_without_duplicates() {
     env.proxy.clear();
     let out = env.run(&["up"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("8 adopted"), "{out:?}");
+    assert!(out.stderr.contains(&format!(", {ALL} adopted")), "{out:?}");
     assert!(out.stderr.contains("0 created"), "{out:?}");
     let creates: Vec<_> = env.proxy.mutating_calls();
     assert!(creates.is_empty(), "adoption mutated AWS: {creates:#?}");
     assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, one_stack());
     let st: Value =
         serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
-    assert_eq!(st["resources"].as_object().unwrap().len(), 8);
+    assert_eq!(st["resources"].as_object().unwrap().len(), ALL);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -623,7 +631,7 @@ async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
 
     let down = env.run(&["down", "--yes"]);
     assert_eq!(down.code, 0, "{down:?}");
-    assert!(down.stderr.contains("8 deleted"), "{down:?}");
+    assert!(down.stderr.contains(&format!("down: {ALL} deleted")), "{down:?}");
     assert_eq!(count_tagged(&conf, SUFFIX).await, nothing());
     assert!(s3.head_bucket().bucket(BUCKET).send().await.is_err());
     let iam = aws_sdk_iam::Client::new(&conf);
@@ -636,7 +644,7 @@ async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
 
     let again = env.run(&["down", "--yes"]);
     assert_eq!(again.code, 0, "{again:?}");
-    assert!(again.stderr.contains("8 already gone"), "{again:?}");
+    assert!(again.stderr.contains(&format!("down: 0 deleted, {ALL} already gone")), "{again:?}");
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! One module per AWS resource kind.
 
+pub mod alarm;
+pub mod api_deployment;
 pub mod bucket_notification;
 pub mod dynamodb_table;
 pub mod event_source_mapping;
@@ -7,7 +9,10 @@ pub mod iam_role;
 pub mod lambda_function;
 pub mod lambda_permission;
 pub mod log_group;
+pub mod rest_api;
 pub mod s3_bucket;
+pub mod sns_topic;
+pub mod usage_plan;
 pub mod vpc;
 
 use crate::engine::context::Cx;

@@ -63,11 +63,73 @@ pub async fn count_tagged(
             .unwrap();
         roles += t.tags().iter().any(|x| is_ours(x.key(), x.value())) as usize;
     }
+    let gw = aws_sdk_apigateway::Client::new(conf);
+    let tagged = |t: Option<&std::collections::HashMap<String, String>>| {
+        t.is_some_and(|m| m.iter().any(|(k, v)| is_ours(k, v))) as usize
+    };
+    let rest_apis = gw
+        .get_rest_apis()
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .iter()
+        .map(|a| tagged(a.tags()))
+        .sum();
+    let usage_plans = gw
+        .get_usage_plans()
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .iter()
+        .map(|p| tagged(p.tags()))
+        .sum();
+    let api_keys = gw
+        .get_api_keys()
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .iter()
+        .map(|k| tagged(k.tags()))
+        .sum();
+    let cw = aws_sdk_cloudwatch::Client::new(conf);
+    let mut alarms = 0;
+    for a in cw.describe_alarms().send().await.unwrap().metric_alarms() {
+        let t = cw
+            .list_tags_for_resource()
+            .resource_arn(a.alarm_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        alarms += t
+            .tags()
+            .iter()
+            .any(|x| is_ours(x.key().unwrap_or_default(), x.value().unwrap_or_default()))
+            as usize;
+    }
+    let sns = aws_sdk_sns::Client::new(conf);
+    let mut topics = 0;
+    for tp in sns.list_topics().send().await.unwrap().topics() {
+        let t = sns
+            .list_tags_for_resource()
+            .resource_arn(tp.topic_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        topics += t.tags().iter().any(|x| is_ours(x.key(), x.value())) as usize;
+    }
     BTreeMap::from([
         ("tables", tables),
         ("buckets", buckets),
         ("log_groups", groups),
         ("roles", roles),
+        ("rest_apis", rest_apis),
+        ("usage_plans", usage_plans),
+        ("api_keys", api_keys),
+        ("alarms", alarms),
+        ("topics", topics),
     ])
 }
 
@@ -78,6 +140,11 @@ pub fn one_stack() -> BTreeMap<&'static str, usize> {
         ("buckets", 1),
         ("log_groups", 3),
         ("roles", 3),
+        ("rest_apis", 1),
+        ("usage_plans", 1),
+        ("api_keys", 1),
+        ("alarms", 6),
+        ("topics", 1),
     ])
 }
 
