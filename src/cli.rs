@@ -90,12 +90,17 @@ pub struct ApiArgs {
 fn positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a positive number of requests per second")),
+        _ => Err(format!(
+            "{s:?} is not a positive number of requests per second"
+        )),
     }
 }
 
 fn email(s: &str) -> Result<String, String> {
-    let ok = s.split_once('@').is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.')) && !s.contains(char::is_whitespace);
+    let ok = s
+        .split_once('@')
+        .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'))
+        && !s.contains(char::is_whitespace);
     if ok {
         Ok(s.to_string())
     } else {

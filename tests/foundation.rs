@@ -82,7 +82,10 @@ async fn up_creates_every_resource_with_the_spec_settings() {
     let env = env();
     let out = env.run(&["up"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains(&format!("up: {ALL} created")), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("up: {ALL} created")),
+        "{out:?}"
+    );
     assert!(
         out.stdout.contains(&format!("tableName = {TABLE}")),
         "{out:?}"
@@ -403,7 +406,8 @@ fn noop_up_makes_no_mutating_call_and_status_is_clean() {
     let out = env.run(&["up"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.stderr.contains(&format!("up: 0 created, 0 updated, {ALL} unchanged")),
+        out.stderr
+            .contains(&format!("up: 0 created, 0 updated, {ALL} unchanged")),
         "{out:?}"
     );
     let mutating = env.proxy.mutating_calls();
@@ -631,7 +635,10 @@ async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
 
     let down = env.run(&["down", "--yes"]);
     assert_eq!(down.code, 0, "{down:?}");
-    assert!(down.stderr.contains(&format!("down: {ALL} deleted")), "{down:?}");
+    assert!(
+        down.stderr.contains(&format!("down: {ALL} deleted")),
+        "{down:?}"
+    );
     assert_eq!(count_tagged(&conf, SUFFIX).await, nothing());
     assert!(s3.head_bucket().bucket(BUCKET).send().await.is_err());
     let iam = aws_sdk_iam::Client::new(&conf);
@@ -644,7 +651,12 @@ async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
 
     let again = env.run(&["down", "--yes"]);
     assert_eq!(again.code, 0, "{again:?}");
-    assert!(again.stderr.contains(&format!("down: 0 deleted, {ALL} already gone")), "{again:?}");
+    assert!(
+        again
+            .stderr
+            .contains(&format!("down: 0 deleted, {ALL} already gone")),
+        "{again:?}"
+    );
 }
 
 #[test]
