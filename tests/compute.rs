@@ -983,3 +983,71 @@ async fn down_waits_for_network_interfaces_within_its_timeout_and_leaves_nothing
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stderr.contains(" 0 deleted"), "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operators_signing_secret_is_applied_but_never_shown_or_stored() {
+    let env = Env::start();
+    let secret = "whsec_b3BlcmF0b3Itc2VjcmV0LWZvci10ZXN0cw==";
+    let with_secret = |args: &[&str], value: &str| {
+        let mut c = env.cmd(args);
+        c.env("TEST_WEBHOOK_SECRET", value);
+        run(c)
+    };
+    let up = with_secret(
+        &["up", "--signing-secret-env", "TEST_WEBHOOK_SECRET"],
+        secret,
+    );
+    assert_eq!(up.code, 0, "{up:?}");
+    let conf = env.sdk().await;
+    assert_eq!(receiver_secret(&conf).await, secret);
+    let state = std::fs::read_to_string(env.state_file()).unwrap();
+    assert!(!state.contains(secret) && !up.stdout.contains(secret) && !up.stderr.contains(secret));
+    assert!(
+        state.contains("$TEST_WEBHOOK_SECRET"),
+        "state names the source: {state}"
+    );
+
+    // Without the flag the deployed secret is kept (read back, not replaced).
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    // Another value is drift, shown without either value.
+    let other = "whsec_YW5vdGhlci1zZWNyZXQtdmFsdWU=";
+    let status = with_secret(
+        &["status", "--signing-secret-env", "TEST_WEBHOOK_SECRET"],
+        other,
+    );
+    assert_eq!(status.code, 2, "{status:?}");
+    assert!(status.stdout.contains("signing_secret"), "{status:?}");
+    for s in [secret, other] {
+        assert!(
+            !status.stdout.contains(s) && !status.stderr.contains(s),
+            "{status:?}"
+        );
+    }
+    // A secret that does not fit the scheme is refused before any call.
+    env.proxy.clear();
+    let bad = with_secret(
+        &["up", "--signing-secret-env", "TEST_WEBHOOK_SECRET"],
+        "not base64!",
+    );
+    assert_eq!(bad.code, 1, "{bad:?}");
+    assert!(
+        bad.stderr.contains("TEST_WEBHOOK_SECRET") && !bad.stderr.contains("not base64!"),
+        "{bad:?}"
+    );
+    assert!(env.proxy.calls().is_empty());
+
+    // --signature none removes the secret from the function.
+    let none = env.up(&["--signature", "none"]);
+    assert!(none.stderr.contains("1 updated"), "{none:?}");
+    let lambda = aws_sdk_lambda::Client::new(&conf);
+    let c = lambda
+        .get_function_configuration()
+        .function_name(FUNCTIONS[0].0)
+        .send()
+        .await
+        .unwrap();
+    let vars = c.environment().unwrap().variables().unwrap();
+    assert_eq!(vars["SIGNATURE_SCHEME"], "none");
+    assert!(!vars.contains_key("SIGNING_SECRET"), "{vars:?}");
+}
