@@ -7,7 +7,6 @@
 //! Run: `scripts/bench.sh` (or `cargo build && cargo run --example deploy-bench -- [LATENCY_MS SLOW_MS]`).
 
 #[path = "../support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use serde_json::Value;
