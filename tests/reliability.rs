@@ -119,17 +119,20 @@ async fn down_killed_part_way_finishes_on_the_next_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_and_server_errors_do_not_change_the_result() {
     let env = Env::start(SUFFIX);
-    // Seeded: 20% of calls throttled, 5% answered with a 500.
-    env.proxy.add_rule(
-        Rule::fail(
-            Matcher::any(),
-            0,
-            400,
-            "ThrottlingException",
-            "Rate exceeded",
-        )
-        .with_probability(0.20, 7),
-    );
+    // Seeded: 20% of calls throttled (as each service throttles: S3 answers
+    // 503 SlowDown, which a HEAD shows by status alone; EC2 says
+    // RequestLimitExceeded; API Gateway 429), 5% answered with a 500.
+    let svc = |s: &'static str| Matcher::custom(move |r| r.service == s);
+    let others = Matcher::custom(|r| !["s3", "ec2", "apigateway"].contains(&r.service.as_str()));
+    for (m, status, code, seed) in [
+        (svc("s3"), 503, "SlowDown", 3),
+        (svc("ec2"), 503, "RequestLimitExceeded", 5),
+        (svc("apigateway"), 429, "TooManyRequestsException", 13),
+        (others, 400, "ThrottlingException", 7),
+    ] {
+        env.proxy
+            .add_rule(Rule::fail(m, 0, status, code, "Rate exceeded").with_probability(0.20, seed));
+    }
     env.proxy.add_rule(
         Rule::fail(
             Matcher::any(),
