@@ -121,7 +121,8 @@ async fn throttling_and_server_errors_do_not_change_the_result() {
     let env = Env::start(SUFFIX);
     // Seeded: 20% of calls throttled (as each service throttles: S3 answers
     // 503 SlowDown, which a HEAD shows by status alone; EC2 says
-    // RequestLimitExceeded; API Gateway 429), 5% answered with a 500.
+    // RequestLimitExceeded; API Gateway 429), 5% answered with a 500, 2% of
+    // connections reset without an answer.
     let svc = |s: &'static str| Matcher::custom(move |r| r.service == s);
     let others = Matcher::custom(|r| !["s3", "ec2", "apigateway"].contains(&r.service.as_str()));
     for (m, status, code, seed) in [
@@ -143,8 +144,17 @@ async fn throttling_and_server_errors_do_not_change_the_result() {
         )
         .with_probability(0.05, 11),
     );
+    env.proxy
+        .add_rule(Rule::reset(Matcher::any()).with_probability(0.02, 17));
     let up = env.run(&["up"]);
     assert_eq!(up.code, 0, "{up:?}");
+    let resets = env
+        .proxy
+        .injected_calls()
+        .iter()
+        .filter(|c| c.status == 502)
+        .count();
+    assert!(resets > 0, "no connection was reset");
     let injected = env.proxy.injected_calls().len();
     assert!(injected >= 5, "only {injected} faults were injected");
     let conf = env.sdk().await;

@@ -147,7 +147,14 @@ pub enum Action {
     },
     /// Wait before forwarding (or before a fail rule answers).
     Delay(Duration),
+    /// Close the connection without answering (a connection reset as the
+    /// client sees it).
+    Reset,
 }
+
+/// Marks a response the server must not send: the connection is dropped.
+#[derive(Clone, Copy)]
+struct ResetConnection;
 
 /// A fault-injection rule: applies to matching requests, at most `remaining` times
 /// (`None` = unlimited).
@@ -179,6 +186,17 @@ impl Rule {
                 message: message.to_string(),
             },
             remaining: Some(times),
+            chance: None,
+        }
+    }
+
+    /// Drop the connection of matching requests instead of answering
+    /// (limit it with [`Rule::times`] or [`Rule::with_probability`]).
+    pub fn reset(matcher: impl Into<Matcher>) -> Rule {
+        Rule {
+            matcher: matcher.into(),
+            action: Action::Reset,
+            remaining: None,
             chance: None,
         }
     }
@@ -286,9 +304,14 @@ impl Proxy {
                     let svc = hyper::service::service_fn(move |req| {
                         let (st, client, upstream) = (st.clone(), client.clone(), upstream.clone());
                         async move {
-                            Ok::<_, std::convert::Infallible>(
-                                handle(req, &st, &client, &upstream).await,
-                            )
+                            let resp = handle(req, &st, &client, &upstream).await;
+                            if resp.extensions().get::<ResetConnection>().is_some() {
+                                return Err(std::io::Error::new(
+                                    std::io::ErrorKind::ConnectionReset,
+                                    "injected connection reset",
+                                ));
+                            }
+                            Ok(resp)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -379,7 +402,7 @@ async fn handle(
             if rule.remaining == Some(0) || !rule.matcher.matches(&info) {
                 continue;
             }
-            if matches!(rule.action, Action::Fail { .. }) && fail.is_some() {
+            if matches!(rule.action, Action::Fail { .. } | Action::Reset) && fail.is_some() {
                 continue;
             }
             if !rule.draw() {
@@ -387,7 +410,8 @@ async fn handle(
             }
             match &rule.action {
                 Action::Delay(d) => delay += *d,
-                Action::Fail { .. } if fail.is_some() => continue,
+                Action::Fail { .. } | Action::Reset if fail.is_some() => continue,
+                Action::Reset => fail = Some((0, String::new(), String::new())),
                 Action::Fail {
                     status,
                     code,
@@ -404,6 +428,11 @@ async fn handle(
     }
 
     let (resp, injected) = match fail {
+        Some((0, _, _)) => {
+            let mut r = plain(StatusCode::BAD_GATEWAY, "reset".to_string());
+            r.extensions_mut().insert(ResetConnection);
+            (r, true)
+        }
         Some((status, code, message)) => (error_response(&info, status, &code, &message), true),
         None => {
             let pq = parts
