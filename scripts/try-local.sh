@@ -13,7 +13,8 @@ cargo build --locked
 MOTO_PID=$!
 trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 60); do
-    curl -fsS "http://127.0.0.1:$PORT/moto-api/" >/dev/null 2>&1 && break
+    python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
+        "http://127.0.0.1:$PORT/moto-api/" >/dev/null 2>&1 && break
     sleep 0.5
 done
 
