@@ -8,7 +8,7 @@ pub mod progress;
 pub mod resource;
 pub mod state;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use context::{Cx, Unknown};
 use graph::{Node, Outcome};
 use resource::{Drift, Record, Resource};
@@ -461,13 +461,7 @@ async fn remove_unwanted(
         }
         None => false,
     };
-    {
-        let mut st = lock(state);
-        if st.resources.remove(res.id()).is_some() {
-            st.serial += 1;
-            state::save(path, &st).map_err(|e| anyhow!("{e:#}"))?;
-        }
-    }
+    forget(state, path, res.id())?;
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),
@@ -484,6 +478,16 @@ async fn remove_unwanted(
     })
 }
 
+/// Drops a deleted resource's record and saves the state if it had one.
+fn forget(state: &Mutex<State>, path: &std::path::Path, id: &str) -> Result<()> {
+    let mut st = lock(state);
+    if st.resources.remove(id).is_some() {
+        st.serial += 1;
+        state::save(path, &st)?;
+    }
+    Ok(())
+}
+
 async fn down_one(
     res: &dyn Resource,
     cx: &Cx,
@@ -495,13 +499,7 @@ async fn down_one(
     let existed = res
         .delete(cx, rec.as_ref().and_then(Record::confirmed))
         .await?;
-    {
-        let mut st = lock(state);
-        if st.resources.remove(res.id()).is_some() {
-            st.serial += 1;
-            state::save(path, &st).map_err(|e| anyhow!("{e:#}"))?;
-        }
-    }
+    forget(state, path, res.id())?;
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),

@@ -2,7 +2,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Live, Record, Resource};
-use crate::resources::{is_code, tag_delta, tags_drift};
+use crate::resources::{is_code, tags_drift};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use serde_json::json;
@@ -104,14 +104,7 @@ impl Resource for LogGroup {
             .await
         {
             Ok(_) => {}
-            Err(e) if is_code(&e, &["ResourceAlreadyExistsException"]) => {
-                logs.tag_resource()
-                    .resource_arn(self.arn(cx))
-                    .set_tags(Some(self.tags(cx).into_iter().collect()))
-                    .send()
-                    .await
-                    .context("logs:TagResource failed")?;
-            }
+            Err(e) if is_code(&e, &["ResourceAlreadyExistsException"]) => self.put_tags(cx).await?,
             Err(e) => return Err(e).context("logs:CreateLogGroup failed"),
         }
         self.put_retention(cx).await?;
@@ -122,17 +115,7 @@ impl Resource for LogGroup {
         for d in &live.drift {
             match d.field.as_str() {
                 "retention_days" => self.put_retention(cx).await?,
-                "tags" => {
-                    let (set, _remove) = tag_delta(&self.tags(cx), &BTreeMap::new());
-                    cx.aws
-                        .logs
-                        .tag_resource()
-                        .resource_arn(self.arn(cx))
-                        .set_tags(Some(set.into_iter().collect()))
-                        .send()
-                        .await
-                        .context("logs:TagResource failed")?;
-                }
+                "tags" => self.put_tags(cx).await?,
                 _ => {}
             }
         }
@@ -156,6 +139,18 @@ impl Resource for LogGroup {
 }
 
 impl LogGroup {
+    async fn put_tags(&self, cx: &Cx) -> Result<()> {
+        cx.aws
+            .logs
+            .tag_resource()
+            .resource_arn(self.arn(cx))
+            .set_tags(Some(self.tags(cx).into_iter().collect()))
+            .send()
+            .await
+            .context("logs:TagResource failed")?;
+        Ok(())
+    }
+
     async fn put_retention(&self, cx: &Cx) -> Result<()> {
         cx.aws
             .logs

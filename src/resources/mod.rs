@@ -60,7 +60,7 @@ where
 }
 
 /// Tag changes needed to go from `have` to `want`: (to set, keys to remove).
-pub fn tag_delta(
+fn tag_delta(
     want: &BTreeMap<String, String>,
     have: &BTreeMap<String, String>,
 ) -> (BTreeMap<String, String>, Vec<String>) {
