@@ -98,6 +98,10 @@ pub struct Summary {
     pub dead_lettered: usize,
     pub unparsed: usize,
     pub ignored: usize,
+    /// Events in a failure record that were processed after all: a stream
+    /// retry restarts at the lowest failed record, so a failure record also
+    /// holds the later records of its batch, which may have succeeded.
+    pub already_processed: usize,
 }
 
 /// Handles one S3 notification. Returns an error (so Lambda retries the
@@ -183,9 +187,16 @@ async fn handle_object(
     let failed_at = parsed.failed_at.unwrap_or(now);
     for ev in &parsed.events {
         let dest = util::dated_key(layout::DEAD_LETTER_PREFIX, failed_at, &ev.event_id);
+        // Status first: an event that was processed is not dead-lettered.
+        // `failed` stays claimable, so a retried notification writes the
+        // object it may have missed.
+        if !mark_failed(cfg, ddb, &ev.event_id, &dest, now).await? {
+            tracing::info!(event_id = %ev.event_id, "in a failure record but processed: not dead-lettered");
+            summary.already_processed += 1;
+            continue;
+        }
         let doc = dead_letter_document(ev, &parsed.metadata, key);
         put(s3, &cfg.bucket_name, &dest, doc.to_string().into_bytes()).await?;
-        mark_failed(cfg, ddb, &ev.event_id, &dest, now).await?;
         tracing::warn!(event_id = %ev.event_id, dest = %dest, "event dead-lettered");
         summary.dead_lettered += 1;
     }
@@ -228,21 +239,22 @@ async fn put(
         .map_err(|e| format!("write: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))
 }
 
+/// Marks the event `failed` unless it was processed. `Ok(false)`: it was
+/// processed, nothing to dead-letter. An item that is gone (expired) is
+/// not re-created, but its event is still dead-lettered.
 async fn mark_failed(
     cfg: &DeadLetterConfig,
     ddb: &aws_sdk_dynamodb::Client,
     event_id: &str,
     dest: &str,
     now: i64,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let result = ddb
         .update_item()
         .table_name(&cfg.table_name)
         .key("eventId", AttributeValue::S(event_id.to_owned()))
         .update_expression("SET #s = :failed, failedAt = :now, deadLetterKey = :key")
-        // Only an event still `received` failed; never overwrite `processed`,
-        // and never create an item that expired or never existed.
-        .condition_expression("#s = :received")
+        .condition_expression("#s IN (:received, :failed)")
         .expression_attribute_names("#s", "status")
         .expression_attribute_values(":failed", AttributeValue::S("failed".into()))
         .expression_attribute_values(":received", AttributeValue::S("received".into()))
@@ -251,11 +263,28 @@ async fn mark_failed(
         .send()
         .await;
     match result {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         Err(SdkError::ServiceError(e))
             if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
         {
-            Ok(())
+            let item = ddb
+                .get_item()
+                .table_name(&cfg.table_name)
+                .key("eventId", AttributeValue::S(event_id.to_owned()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "status read: {}",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                    )
+                })?;
+            let status = item
+                .item()
+                .and_then(|i| i.get("status"))
+                .and_then(|s| s.as_s().ok());
+            Ok(status.map(String::as_str) != Some("processed"))
         }
         Err(e) => Err(format!(
             "status update: {}",

@@ -541,9 +541,21 @@ async fn dead_letter_handler_writes_per_event_objects_and_keeps_unparsed() {
     let env = env().await;
     env.create_table().await;
     env.create_bucket().await;
-    store_events(&env, &["evt_x", "evt_y"]).await;
+    store_events(&env, &["evt_x", "evt_y", "evt_done"]).await;
     let batch = env.stream_event();
-    assert_eq!(batch.records.len(), 2);
+    assert_eq!(batch.records.len(), 3);
+    // A later record of the batch that was processed after all (a retry
+    // restarts at the lowest failed record): it must not be dead-lettered.
+    env.ddb
+        .update_item()
+        .table_name(TABLE)
+        .key("eventId", AttributeValue::S("evt_done".into()))
+        .update_expression("SET #s = :p")
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_values(":p", AttributeValue::S("processed".into()))
+        .send()
+        .await
+        .unwrap();
 
     let good_key = "aws/lambda/0e9c1a4e-1111-2222-3333-444455556666/shardId-00000001573689847184-864758bb/2026/01/03/2026-01-03T00.13.49-7a1b2c3d-aaaa-bbbb-cccc-ddddeeeeffff";
     let bad_key = "aws/lambda/0e9c1a4e-1111-2222-3333-444455556666/shardId-1/2026/01/03/2026-01-03T00.14.00-garbage";
@@ -574,9 +586,20 @@ async fn dead_letter_handler_writes_per_event_objects_and_keeps_unparsed() {
         dead_letter::Summary {
             dead_lettered: 2,
             unparsed: 1,
-            ignored: 1
+            ignored: 1,
+            already_processed: 1,
         }
     );
+    assert_eq!(
+        env.item("evt_done").await.unwrap()["status"]
+            .as_s()
+            .unwrap(),
+        "processed"
+    );
+    assert!(env
+        .object("dead-letters/2026/01/03/evt_done.json")
+        .await
+        .is_none());
 
     for id in ["evt_x", "evt_y"] {
         let key = format!("dead-letters/2026/01/03/{id}.json");

@@ -18,7 +18,13 @@ async fn main() -> Result<(), Error> {
         // An error makes Lambda retry the asynchronous S3 notification.
         dead_letter::handle(cfg, ddb, s3, &ev.payload, util::now_unix())
             .await
-            .map(|s| serde_json::json!({ "deadLettered": s.dead_lettered, "unparsed": s.unparsed }))
+            .map(|s| {
+                serde_json::json!({
+                    "deadLettered": s.dead_lettered,
+                    "unparsed": s.unparsed,
+                    "alreadyProcessed": s.already_processed,
+                })
+            })
             .map_err(Error::from)
     }))
     .await
