@@ -59,6 +59,9 @@ pub struct StackOptions {
     /// How long `down` waits for Lambda's network interfaces to go before
     /// subnets and the security group can be deleted.
     pub eni_timeout: std::time::Duration,
+    /// The bucket policy denying non-TLS access. Off only for `local`
+    /// against a plain-HTTP emulator, where it would deny every request.
+    pub deny_insecure_transport: bool,
 }
 
 /// Webhook signature schemes the receiver understands (`SIGNATURE_SCHEME`).
@@ -108,6 +111,7 @@ impl Default for StackOptions {
             signature: Signature::StandardWebhooks,
             signing_secret: None,
             eni_timeout: std::time::Duration::from_secs(45 * 60),
+            deny_insecure_transport: true,
         }
     }
 }
@@ -215,6 +219,33 @@ impl Settings {
 
     /// Where Lambda writes the function's logs (the seed's log groups had
     /// other names, so their retention never applied).
+    /// A function's environment without secrets: the names it works on and,
+    /// for the receiver, the signature scheme.
+    pub fn function_env(&self, f: Function) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::from([("TABLE_NAME".to_string(), self.table_name())]);
+        match f {
+            Function::Receiver => {
+                env.insert(
+                    "SIGNATURE_SCHEME".into(),
+                    self.opts.signature.as_str().into(),
+                );
+            }
+            Function::Processor | Function::DeadLetter => {
+                env.insert("BUCKET_NAME".into(), self.bucket_name());
+            }
+        }
+        env
+    }
+
+    pub fn function_arn(&self, f: Function) -> String {
+        format!(
+            "arn:aws:lambda:{}:{}:function:{}",
+            self.region,
+            self.account,
+            self.function_name(f)
+        )
+    }
+
     pub fn log_group_name(&self, f: Function) -> String {
         format!("/aws/lambda/{}", self.function_name(f))
     }

@@ -129,19 +129,7 @@ impl LambdaFunction {
 
     /// The environment without secrets (those are compared separately).
     fn plain_env(&self, cx: &Cx) -> BTreeMap<String, String> {
-        let mut env = BTreeMap::from([("TABLE_NAME".to_string(), cx.stack.table_name())]);
-        match self.function {
-            Function::Receiver => {
-                env.insert(
-                    "SIGNATURE_SCHEME".into(),
-                    cx.stack.opts.signature.as_str().into(),
-                );
-            }
-            Function::Processor | Function::DeadLetter => {
-                env.insert("BUCKET_NAME".into(), cx.stack.bucket_name());
-            }
-        }
-        env
+        cx.stack.function_env(self.function)
     }
 
     fn wants_secret(&self, cx: &Cx) -> bool {

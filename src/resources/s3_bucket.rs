@@ -76,7 +76,12 @@ impl ArchiveBucket {
         cx.stack.tags(&self.id, &cx.stack.bucket_name())
     }
 
+    /// The wanted bucket policy; `Null` (none) when the stack is run
+    /// without it (`local` on a plain-HTTP emulator).
     fn tls_policy(cx: &Cx) -> Value {
+        if !cx.stack.opts.deny_insecure_transport {
+            return Value::Null;
+        }
         let arn = cx.stack.bucket_arn();
         json!({
             "Version": "2012-10-17",
@@ -259,7 +264,9 @@ impl Resource for ArchiveBucket {
             self.put_tags(cx),
         )?;
         // After the public-access block, so the bucket is never open.
-        self.put_policy(cx).await?;
+        if cx.stack.opts.deny_insecure_transport {
+            self.put_policy(cx).await?;
+        }
         Ok(Self::live(cx))
     }
 
@@ -491,11 +498,26 @@ impl ArchiveBucket {
     }
 
     async fn put_policy(&self, cx: &Cx) -> Result<()> {
+        let policy = Self::tls_policy(cx);
+        if policy.is_null() {
+            return match cx
+                .aws
+                .s3
+                .delete_bucket_policy()
+                .bucket(cx.stack.bucket_name())
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_code(&e, &["NoSuchBucketPolicy"]) => Ok(()),
+                Err(e) => Err(e).context("s3:DeleteBucketPolicy failed"),
+            };
+        }
         cx.aws
             .s3
             .put_bucket_policy()
             .bucket(cx.stack.bucket_name())
-            .policy(Self::tls_policy(cx).to_string())
+            .policy(policy.to_string())
             .send()
             .await
             .context("s3:PutBucketPolicy failed")?;
