@@ -29,6 +29,10 @@ pub struct Clients {
     pub apigateway: aws_sdk_apigateway::Client,
     pub sns: aws_sdk_sns::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub dynamodbstreams: aws_sdk_dynamodbstreams::Client,
+    /// The loaded configuration (credentials provider, endpoint), for the
+    /// functions `local` and `invoke` run.
+    pub sdk: aws_config::SdkConfig,
 }
 
 impl Clients {
@@ -68,6 +72,8 @@ impl Clients {
             apigateway: aws_sdk_apigateway::Client::new(&sdk),
             sns: aws_sdk_sns::Client::new(&sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
+            dynamodbstreams: aws_sdk_dynamodbstreams::Client::new(&sdk),
+            sdk,
         })
     }
 }
@@ -92,4 +98,40 @@ async fn load_sdk_config(opts: &ConnectOptions) -> aws_config::SdkConfig {
         loader = loader.endpoint_url(url);
     }
     loader.load().await
+}
+
+impl Clients {
+    /// The environment a function needs to call the same AWS (or emulator)
+    /// with the operator's credentials: region, keys, endpoint. Holds secret
+    /// key material: only for a child process's environment.
+    pub async fn function_aws_env(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        use aws_credential_types::provider::ProvideCredentials as _;
+        let provider = self
+            .sdk
+            .credentials_provider()
+            .context("no AWS credentials are configured")?;
+        let creds = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| anyhow!("cannot load AWS credentials: {}", DisplayErrorContext(&e)))?;
+        let mut env = std::collections::BTreeMap::from([
+            ("AWS_REGION".to_string(), self.region.clone()),
+            ("AWS_DEFAULT_REGION".to_string(), self.region.clone()),
+            (
+                "AWS_ACCESS_KEY_ID".to_string(),
+                creds.access_key_id().to_string(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                creds.secret_access_key().to_string(),
+            ),
+        ]);
+        if let Some(t) = creds.session_token() {
+            env.insert("AWS_SESSION_TOKEN".into(), t.to_string());
+        }
+        if let Some(url) = self.sdk.endpoint_url() {
+            env.insert("AWS_ENDPOINT_URL".into(), url.to_string());
+        }
+        Ok(env)
+    }
 }

@@ -39,6 +39,41 @@ pub enum Command {
         #[arg(long)]
         show_secrets: bool,
     },
+    /// Run one invocation of a function's embedded binary on this machine
+    /// (built-in Lambda Runtime API), against --endpoint-url or AWS.
+    Invoke {
+        /// receiver, processor or dead-letter.
+        #[arg(value_parser = function_arg)]
+        function: crate::stack::Function,
+        /// The invocation event: a JSON file, or `-` for standard input.
+        #[arg(long, value_name = "FILE|-")]
+        event: String,
+    },
+    /// Run the pipeline on this machine: the table and bucket on the endpoint,
+    /// POST /webhook on a local port, the stream polled like the event source
+    /// mapping, failure records handed to the dead-letter handler. Ctrl-C stops it.
+    Local {
+        /// Port of the local front door; 0 picks a free one.
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+    },
+    /// Post a signed test event, then wait until it is processed and archived;
+    /// prints the time each stage took (a smoke test for runbooks).
+    Send {
+        /// Send to the running `webhook-deploy local` instead of the deployed API.
+        #[arg(long)]
+        local: bool,
+        /// How long to wait for the event to be processed and archived.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
+}
+
+fn function_arg(s: &str) -> Result<crate::stack::Function, String> {
+    crate::stack::Function::ALL
+        .into_iter()
+        .find(|f| f.key() == s)
+        .ok_or_else(|| format!("unknown function {s:?}: use receiver, processor or dead-letter"))
 }
 
 #[derive(Args, Debug, Clone)]

@@ -30,6 +30,18 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Plan => reconcile(&cli, &paths, Mode::Plan).await,
         Command::Status => reconcile(&cli, &paths, Mode::Plan).await,
         Command::Down => reconcile(&cli, &paths, Mode::Down).await,
+        Command::Invoke {
+            function,
+            ref event,
+        } => {
+            let opts = compute_options(&cli, Mode::Up)?;
+            crate::local::invoke(&cli, opts, function, event).await
+        }
+        Command::Local { port } => {
+            let opts = compute_options(&cli, Mode::Up)?;
+            crate::local::local(&cli, opts, port).await
+        }
+        Command::Send { local, wait } => crate::local::send::run(&cli, local, wait).await,
     }
 }
 
@@ -41,6 +53,9 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::Down => "down",
         Command::Outputs { .. } => "outputs",
         Command::Lambdas => "lambdas",
+        Command::Invoke { .. } => "invoke",
+        Command::Local { .. } => "local",
+        Command::Send { .. } => "send",
     }
 }
 
@@ -362,7 +377,7 @@ fn print_json(name: &str, s: &Settings, r: &Report, st: &State) -> Result<()> {
 }
 
 /// The stack's outputs from the state file: no secrets (state has none).
-fn outputs_json(st: &State) -> serde_json::Value {
+pub(crate) fn outputs_json(st: &State) -> serde_json::Value {
     let rec = |id: &str| st.resources.get(id);
     let attr = |id: &str, key: &str| rec(id).and_then(|r| r.attrs.get(key)).cloned();
     let receiver = rec(&ids::function(stack::Function::Receiver));

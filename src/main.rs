@@ -8,6 +8,7 @@ mod engine;
 mod lambdas;
 #[path = "../embedded-lambdas/src/layout.rs"]
 mod layout;
+mod local;
 mod resources;
 mod stack;
 
