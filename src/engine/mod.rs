@@ -64,6 +64,9 @@ pub struct Entry {
     pub error: Option<String>,
     /// Wall time spent on this resource (reads, calls and waits).
     pub seconds: f64,
+    /// When work on it started, in seconds since the run began (with
+    /// `seconds` and `depends_on`, enough to draw the run's timeline).
+    pub started: f64,
     /// Logical ids this resource waited for (the graph, for tools).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
@@ -72,6 +75,8 @@ pub struct Entry {
 #[derive(Debug)]
 pub struct Report {
     pub entries: Vec<Entry>,
+    /// When the graph walk began (entries' `started` counts from here).
+    pub started_at: std::time::SystemTime,
     pub elapsed: std::time::Duration,
     pub interrupted: bool,
 }
@@ -150,6 +155,7 @@ impl Engine {
 
     pub async fn run(&self, mode: Mode) -> Report {
         let started = Instant::now();
+        let started_at = std::time::SystemTime::now();
         let entries: Arc<Mutex<BTreeMap<String, Entry>>> = Arc::default();
         let by_id: BTreeMap<String, Arc<dyn Resource>> = self
             .resources
@@ -177,6 +183,7 @@ impl Engine {
                 match result {
                     Ok(mut entry) => {
                         entry.seconds = t.elapsed().as_secs_f64();
+                        entry.started = t.duration_since(started).as_secs_f64();
                         entry.depends_on = res.depends_on();
                         cx.finish(describe_done(&entry, t.elapsed()));
                         lock(&entries).insert(entry.id.clone(), entry);
@@ -232,6 +239,7 @@ impl Engine {
                         drift: vec![],
                         error: Some(format!("{e:#}")),
                         seconds: 0.0,
+                        started: 0.0,
                         depends_on: vec![],
                     });
                 }
@@ -239,6 +247,7 @@ impl Engine {
         }
         Report {
             entries: out,
+            started_at,
             elapsed: started.elapsed(),
             interrupted,
         }
@@ -254,6 +263,7 @@ fn failed(r: &dyn Resource, action: Action, msg: String) -> Entry {
         drift: vec![],
         error: Some(msg),
         seconds: 0.0,
+        started: 0.0,
         depends_on: r.depends_on(),
     }
 }
@@ -391,6 +401,7 @@ async fn up_one(
         drift,
         error: None,
         seconds: 0.0,
+        started: 0.0,
         depends_on: vec![],
     })
 }
@@ -410,6 +421,7 @@ async fn plan_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<E
         drift,
         error: None,
         seconds: 0.0,
+        started: 0.0,
         depends_on: vec![],
     };
     if !res.wanted() {
@@ -474,6 +486,7 @@ async fn remove_unwanted(
         drift: vec![],
         error: None,
         seconds: 0.0,
+        started: 0.0,
         depends_on: vec![],
     })
 }
@@ -512,6 +525,7 @@ async fn down_one(
         drift: vec![],
         error: None,
         seconds: 0.0,
+        started: 0.0,
         depends_on: vec![],
     })
 }
