@@ -93,7 +93,8 @@ pub struct Common {
     /// Directory of the state files.
     #[arg(long, global = true, default_value = "state")]
     pub state_dir: PathBuf,
-    /// Resources worked on at once.
+    /// Resources worked on at once (the reads that start every run go
+    /// 4 × N at once; 1 keeps everything strictly one at a time).
     #[arg(long, global = true, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
     /// Output format.

@@ -366,6 +366,13 @@ fn print_json(name: &str, s: &Settings, r: &Report, st: &State) -> Result<()> {
         "account": s.account,
         "resources": resources,
         "elapsed_seconds": r.elapsed.as_secs_f64(),
+        // Seconds since the Unix epoch when the walk began, so a tool can
+        // line the resources' `started` offsets up with other clocks.
+        "started_unix": r
+            .started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default(),
         "changes": r.has_changes(),
         "errors": r.errors().len(),
     });

@@ -32,7 +32,15 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // At least 4 workers: building a request with a Lambda zip in it (MBs
+    // to encode and hash) holds a worker for a while, and the rest of the
+    // graph should not wait for it on a 2-core machine.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(4);
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
     {

@@ -6,7 +6,7 @@ use crate::engine::progress::Progress;
 use crate::engine::resource::Attrs;
 use crate::stack::Settings;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// A dependency's attribute that is not known yet (the dependency does not
 /// exist and this is a dry run). Only `plan`/`status` ever see it.
@@ -17,6 +17,12 @@ pub struct Unknown {
     pub key: String,
 }
 
+/// Attributes a read looked up: (resource id, key, value; `None` when unknown).
+pub type Used = Vec<(String, String, Option<String>)>;
+
+/// The state file's attributes per resource, for reads ahead of the graph.
+pub type Recorded = Arc<HashMap<String, Attrs>>;
+
 #[derive(Clone)]
 pub struct Cx {
     pub aws: Arc<Clients>,
@@ -24,6 +30,10 @@ pub struct Cx {
     known: Arc<RwLock<HashMap<String, Attrs>>>,
     progress: Arc<Progress>,
     id: String,
+    /// A read ahead of the graph: attributes not published yet come from
+    /// the state file's records, and every lookup is noted so the engine
+    /// can tell later whether the read saw what its dependencies published.
+    ahead: Option<(Recorded, Arc<Mutex<Used>>)>,
 }
 
 impl Cx {
@@ -34,7 +44,21 @@ impl Cx {
             known: Arc::default(),
             progress,
             id: String::new(),
+            ahead: None,
         }
+    }
+
+    /// The context for a read ahead of the graph as resource `id`, with
+    /// `recorded` (the state file's attributes) standing in for attributes
+    /// not published yet.
+    pub(crate) fn read_ahead(&self, id: &str, recorded: Recorded) -> (Self, Arc<Mutex<Used>>) {
+        let used = Arc::new(Mutex::new(Vec::new()));
+        let cx = Self {
+            id: id.to_string(),
+            ahead: Some((recorded, used.clone())),
+            ..self.clone()
+        };
+        (cx, used)
     }
 
     /// The same context, reporting progress as resource `id`.
@@ -47,15 +71,34 @@ impl Cx {
 
     /// An attribute of another resource; `Unknown` until it has been read or created.
     pub fn attr(&self, id: &str, key: &str) -> Result<String, Unknown> {
+        let found = {
+            let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+            known.get(id).and_then(|a| a.get(key)).cloned()
+        };
+        let found = match &self.ahead {
+            None => found,
+            Some((recorded, used)) => {
+                let v = found.or_else(|| recorded.get(id).and_then(|a| a.get(key)).cloned());
+                used.lock().unwrap_or_else(|p| p.into_inner()).push((
+                    id.to_string(),
+                    key.to_string(),
+                    v.clone(),
+                ));
+                v
+            }
+        };
+        found.ok_or_else(|| Unknown {
+            id: id.to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    /// Whether every attribute a read ahead looked up has the value now
+    /// published (or is still unknown, if it was then).
+    pub(crate) fn saw_published(&self, used: &Used) -> bool {
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-        known
-            .get(id)
-            .and_then(|a| a.get(key))
-            .cloned()
-            .ok_or_else(|| Unknown {
-                id: id.to_string(),
-                key: key.to_string(),
-            })
+        used.iter()
+            .all(|(id, key, v)| known.get(id).and_then(|a| a.get(key)) == v.as_ref())
     }
 
     pub fn publish(&self, id: &str, attrs: Attrs) {

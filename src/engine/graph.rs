@@ -72,6 +72,24 @@ pub fn topo_order(nodes: &[Node]) -> Vec<String> {
     out
 }
 
+/// Every node's dependencies, direct and indirect (the graph is acyclic).
+pub fn ancestors(nodes: &[Node]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for id in topo_order(nodes) {
+        let mut all = BTreeSet::new();
+        if let Some(n) = nodes.iter().find(|n| n.id == id) {
+            for d in &n.deps {
+                all.insert(d.clone());
+                if let Some(up) = out.get(d) {
+                    all.extend(up.iter().cloned());
+                }
+            }
+        }
+        out.insert(id, all);
+    }
+    out
+}
+
 /// The same graph with every edge reversed (for deletion).
 pub fn reversed(nodes: &[Node]) -> Vec<Node> {
     nodes
@@ -201,6 +219,15 @@ mod tests {
             node("d", &["b", "c"]),
             node("e", &[]),
         ]
+    }
+
+    #[test]
+    fn ancestors_are_transitive() {
+        let a = ancestors(&diamond());
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(a["d"], set(&["a", "b", "c"]));
+        assert_eq!(a["b"], set(&["a"]));
+        assert!(a["e"].is_empty());
     }
 
     #[tokio::test]

@@ -11,14 +11,17 @@ pub mod state;
 use anyhow::Result;
 use context::{Cx, Unknown};
 use graph::{Node, Outcome};
+use resource::{Attrs, Live};
 use resource::{Drift, Record, Resource};
 use serde::Serialize;
 use state::State;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -64,14 +67,41 @@ pub struct Entry {
     pub error: Option<String>,
     /// Wall time spent on this resource (reads, calls and waits).
     pub seconds: f64,
+    /// When work on it started, in seconds since the run began (with
+    /// `seconds` and `depends_on`, enough to draw the run's timeline).
+    pub started: f64,
+    /// When its read was done ahead of the graph (with every other read,
+    /// at the start of the run), and how long it took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_ahead: Option<Timing>,
     /// Logical ids this resource waited for (the graph, for tools).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
 }
 
+/// How many more reads than changes go at once in the reads that start a
+/// run (`--parallel 10`: 40, enough for the whole stack in one round).
+pub const READ_AHEAD_FACTOR: usize = 4;
+
+/// A span of a run, in seconds since the run began.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Timing {
+    pub started: f64,
+    pub seconds: f64,
+}
+
+/// A read done ahead of the graph and the attributes it looked up.
+struct Ahead {
+    found: Option<Live>,
+    used: context::Used,
+    timing: Timing,
+}
+
 #[derive(Debug)]
 pub struct Report {
     pub entries: Vec<Entry>,
+    /// When the graph walk began (entries' `started` counts from here).
+    pub started_at: std::time::SystemTime,
     pub elapsed: std::time::Duration,
     pub interrupted: bool,
 }
@@ -109,6 +139,8 @@ impl Report {
 pub struct Engine {
     resources: Vec<Arc<dyn Resource>>,
     nodes: Vec<Node>,
+    /// Every resource's dependencies, direct and indirect.
+    ancestors: BTreeMap<String, BTreeSet<String>>,
     state: Arc<Mutex<State>>,
     state_path: PathBuf,
     cx: Cx,
@@ -133,9 +165,11 @@ impl Engine {
             })
             .collect();
         graph::validate(&nodes)?;
+        let ancestors = graph::ancestors(&nodes);
         Ok(Self {
             resources,
             nodes,
+            ancestors,
             state: Arc::new(Mutex::new(state)),
             state_path,
             cx,
@@ -150,6 +184,7 @@ impl Engine {
 
     pub async fn run(&self, mode: Mode) -> Report {
         let started = Instant::now();
+        let started_at = std::time::SystemTime::now();
         let entries: Arc<Mutex<BTreeMap<String, Entry>>> = Arc::default();
         let by_id: BTreeMap<String, Arc<dyn Resource>> = self
             .resources
@@ -161,28 +196,61 @@ impl Engine {
         } else {
             self.nodes.clone()
         };
+        // Every read at once at the start (Up, Plan): a resource whose read
+        // saw what its dependencies then publish, and none of whose
+        // dependencies changed anything, is not read again when the walk
+        // reaches it. A run with nothing to change is then one round of reads.
+        let ahead = Mutex::new(match mode {
+            Mode::Up | Mode::Plan => self.read_ahead(started).await,
+            Mode::Down => BTreeMap::new(),
+        });
+        let changed: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let outcomes = graph::run(&nodes, self.parallel, self.stop.clone(), |id| {
             let res = by_id[&id].clone();
             let cx = self.cx.for_resource(&id);
             let state = self.state.clone();
             let path = self.state_path.clone();
             let entries = entries.clone();
+            let changed = changed.clone();
+            // The dependencies are done: whether any of them changed is known.
+            let handle = lock(&ahead).remove(&id);
+            let deps_unchanged = {
+                let changed = lock(&changed);
+                self.ancestors
+                    .get(&id)
+                    .is_none_or(|up| up.is_disjoint(&changed))
+            };
             async move {
+                let pre = match handle {
+                    Some(h) => h.await.ok().flatten().filter(|a| {
+                        cx.saw_published(&a.used)
+                            && (a.found.is_none() || mode == Mode::Plan || deps_unchanged)
+                    }),
+                    None => None,
+                };
                 let t = Instant::now();
+                let timing = pre.as_ref().map(|a| a.timing);
+                let pre = pre.map(|a| a.found);
                 let result = match mode {
-                    Mode::Up => up_one(&*res, &cx, &state, &path).await,
-                    Mode::Plan => plan_one(&*res, &cx, &state).await,
+                    Mode::Up => up_one(&*res, &cx, &state, &path, pre).await,
+                    Mode::Plan => plan_one(&*res, &cx, &state, pre).await,
                     Mode::Down => down_one(&*res, &cx, &state, &path).await,
                 };
                 match result {
                     Ok(mut entry) => {
                         entry.seconds = t.elapsed().as_secs_f64();
+                        entry.started = t.duration_since(started).as_secs_f64();
+                        entry.read_ahead = timing;
                         entry.depends_on = res.depends_on();
+                        if entry.action != Action::NoChange {
+                            lock(&changed).insert(entry.id.clone());
+                        }
                         cx.finish(describe_done(&entry, t.elapsed()));
                         lock(&entries).insert(entry.id.clone(), entry);
                         Ok(())
                     }
                     Err(e) => {
+                        lock(&changed).insert(id);
                         cx.finish(format!("failed: {}", first_line(&e)));
                         Err(e)
                     }
@@ -190,6 +258,11 @@ impl Engine {
             }
         })
         .await;
+        // Reads of resources the walk never reached (a failure upstream, an
+        // interrupt) are not waited for.
+        for h in lock(&ahead).values() {
+            h.abort();
+        }
         let mut done = lock(&entries).clone();
         let mut interrupted = false;
         let mut out = Vec::new();
@@ -232,6 +305,8 @@ impl Engine {
                         drift: vec![],
                         error: Some(format!("{e:#}")),
                         seconds: 0.0,
+                        started: 0.0,
+                        read_ahead: None,
                         depends_on: vec![],
                     });
                 }
@@ -239,9 +314,70 @@ impl Engine {
         }
         Report {
             entries: out,
+            started_at,
             elapsed: started.elapsed(),
             interrupted,
         }
+    }
+}
+
+impl Engine {
+    /// Starts a read of every wanted resource, attributes of dependencies
+    /// taken from the state file; each resource's turn in the walk waits
+    /// for its own read only. Reads are light (and every run starts with
+    /// them), so up to `READ_AHEAD_FACTOR × parallel` go at once;
+    /// `--parallel 1` keeps everything one at a time (all reads first).
+    /// Reads that fail are simply done again in the walk, where errors count.
+    async fn read_ahead(&self, t0: Instant) -> BTreeMap<String, JoinHandle<Option<Ahead>>> {
+        let (records, recorded): (BTreeMap<String, Record>, HashMap<String, Attrs>) = {
+            let st = lock(&self.state);
+            let confirmed = || st.resources.iter().filter(|(_, r)| r.pending.is_none());
+            (
+                confirmed().map(|(k, r)| (k.clone(), r.clone())).collect(),
+                confirmed()
+                    .map(|(k, r)| (k.clone(), r.attrs.clone()))
+                    .collect(),
+            )
+        };
+        let recorded = Arc::new(recorded);
+        let serial = self.parallel <= 1;
+        let permits = Arc::new(Semaphore::new(self.parallel.max(1) * READ_AHEAD_FACTOR));
+        let mut out = BTreeMap::new();
+        for r in self.resources.iter().filter(|r| r.wanted()) {
+            let id = r.id().to_string();
+            let (cx, used) = self.cx.read_ahead(&id, recorded.clone());
+            let rec = records.get(r.id()).cloned();
+            let r = r.clone();
+            let stop = self.stop.clone();
+            let permits = permits.clone();
+            let read = async move {
+                let _permit = permits.acquire_owned().await.ok()?;
+                if stop.load(Ordering::SeqCst) {
+                    return None;
+                }
+                let t = Instant::now();
+                cx.say("reading");
+                let found = r.read(&cx, rec.as_ref()).await.ok()?;
+                let used = std::mem::take(&mut *lock(&used));
+                let timing = Timing {
+                    started: t.duration_since(t0).as_secs_f64(),
+                    seconds: t.elapsed().as_secs_f64(),
+                };
+                Some(Ahead {
+                    found,
+                    used,
+                    timing,
+                })
+            };
+            let handle = if serial {
+                let done = read.await;
+                tokio::spawn(std::future::ready(done))
+            } else {
+                tokio::spawn(read)
+            };
+            out.insert(id, handle);
+        }
+        out
     }
 }
 
@@ -254,6 +390,8 @@ fn failed(r: &dyn Resource, action: Action, msg: String) -> Entry {
         drift: vec![],
         error: Some(msg),
         seconds: 0.0,
+        started: 0.0,
+        read_ahead: None,
         depends_on: r.depends_on(),
     }
 }
@@ -353,19 +491,26 @@ fn mark_pending(
     state::save(path, &st)
 }
 
+/// `ahead`: what a read ahead of the graph found, still valid.
 async fn up_one(
     res: &dyn Resource,
     cx: &Cx,
     state: &Mutex<State>,
     path: &std::path::Path,
+    ahead: Option<Option<Live>>,
 ) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
     let confirmed = rec.as_ref().and_then(Record::confirmed);
     if !res.wanted() {
         return remove_unwanted(res, cx, state, path, confirmed).await;
     }
-    cx.say("reading");
-    let found = res.read(cx, confirmed).await?;
+    let found = match ahead {
+        Some(found) => found,
+        None => {
+            cx.say("reading");
+            res.read(cx, confirmed).await?
+        }
+    };
     let (live, action, drift) = match found {
         None => {
             cx.say("creating");
@@ -391,11 +536,18 @@ async fn up_one(
         drift,
         error: None,
         seconds: 0.0,
+        started: 0.0,
+        read_ahead: None,
         depends_on: vec![],
     })
 }
 
-async fn plan_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<Entry> {
+async fn plan_one(
+    res: &dyn Resource,
+    cx: &Cx,
+    state: &Mutex<State>,
+    ahead: Option<Option<Live>>,
+) -> Result<Entry> {
     let rec = lock(state)
         .resources
         .get(res.id())
@@ -410,6 +562,8 @@ async fn plan_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<E
         drift,
         error: None,
         seconds: 0.0,
+        started: 0.0,
+        read_ahead: None,
         depends_on: vec![],
     };
     if !res.wanted() {
@@ -418,7 +572,11 @@ async fn plan_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<E
             None => entry(Action::Absent, None, vec![]),
         });
     }
-    match res.read(cx, rec.as_ref()).await {
+    let found = match ahead {
+        Some(found) => Ok(found),
+        None => res.read(cx, rec.as_ref()).await,
+    };
+    match found {
         Ok(None) => Ok(entry(Action::Create, None, vec![])),
         Ok(Some(live)) => {
             cx.publish(res.id(), live.attrs.clone());
@@ -474,6 +632,8 @@ async fn remove_unwanted(
         drift: vec![],
         error: None,
         seconds: 0.0,
+        started: 0.0,
+        read_ahead: None,
         depends_on: vec![],
     })
 }
@@ -512,6 +672,8 @@ async fn down_one(
         drift: vec![],
         error: None,
         seconds: 0.0,
+        started: 0.0,
+        read_ahead: None,
         depends_on: vec![],
     })
 }

@@ -146,8 +146,11 @@ pub fn save(path: &Path, state: &State) -> Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    serde_json::to_writer_pretty(&mut tmp, state)?;
-    tmp.write_all(b"\n")?;
+    // One write: serde_json writes token by token, and the temporary file
+    // is unbuffered (tens of thousands of syscalls per save otherwise).
+    let mut text = serde_json::to_vec_pretty(state)?;
+    text.push(b'\n');
+    tmp.write_all(&text)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .with_context(|| format!("cannot replace state file {}", path.display()))?;

@@ -341,14 +341,23 @@ impl Resource for MetricAlarm {
         }))
     }
 
-    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+    async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
         let cw = &cx.aws.cloudwatch;
-        let found = cw
-            .describe_alarms()
-            .alarm_names(&self.spec.name)
-            .send()
-            .await
-            .context("cloudwatch:DescribeAlarms failed")?;
+        // The ARN is known from the name: when the state file says the
+        // alarm exists, the alarm and its tags in one round (the tags again
+        // only if the service names another ARN).
+        let want_arn = self.arn(cx);
+        let describe = cw.describe_alarms().alarm_names(&self.spec.name).send();
+        let (found, tags) = if rec.is_some() {
+            let (found, tags) = tokio::join!(
+                describe,
+                cw.list_tags_for_resource().resource_arn(&want_arn).send()
+            );
+            (found, Some(tags))
+        } else {
+            (describe.await, None)
+        };
+        let found = found.context("cloudwatch:DescribeAlarms failed")?;
         let Some(a) = found
             .metric_alarms()
             .iter()
@@ -359,8 +368,12 @@ impl Resource for MetricAlarm {
         let arn = a
             .alarm_arn()
             .map(str::to_string)
-            .unwrap_or_else(|| self.arn(cx));
-        let tags = match cw.list_tags_for_resource().resource_arn(&arn).send().await {
+            .unwrap_or_else(|| want_arn.clone());
+        let tags = match tags {
+            Some(tags) if arn == want_arn => tags,
+            _ => cw.list_tags_for_resource().resource_arn(&arn).send().await,
+        };
+        let tags = match tags {
             Ok(t) => t
                 .tags()
                 .iter()

@@ -80,20 +80,17 @@ async fn delete_deployment(cx: &Cx, api: &str, id: &str) -> Result<()> {
 
 /// Deletes our deployments that no stage serves (after the stage moved).
 async fn clean_up_deployments(cx: &Cx, api: &str) -> Result<()> {
-    let stages = cx
-        .aws
-        .apigateway
-        .get_stages()
-        .rest_api_id(api)
-        .send()
-        .await
-        .context("apigateway:GetStages failed")?;
+    let (stages, deployments) = tokio::join!(
+        cx.aws.apigateway.get_stages().rest_api_id(api).send(),
+        deployments(cx, api)
+    );
+    let stages = stages.context("apigateway:GetStages failed")?;
     let in_use: BTreeSet<&str> = stages
         .item()
         .iter()
         .filter_map(|s| s.deployment_id())
         .collect();
-    for (id, description) in deployments(cx, api).await? {
+    for (id, description) in deployments? {
         if description.starts_with(DESCRIPTION_PREFIX) && !in_use.contains(id.as_str()) {
             cx.say(format!("deleting old deployment {id}"));
             delete_deployment(cx, api, &id).await?;
@@ -358,8 +355,11 @@ impl Resource for ApiStage {
             .context("apigateway:CreateStage failed")?;
         // Throttling on the stage itself is not applied by AWS (a seed
         // defect): it belongs in the `*/*` method settings.
-        Self::patch_stage(cx, &api, Self::method_setting_ops(cx)).await?;
-        clean_up_deployments(cx, &api).await?;
+        // Independent of each other: both at once.
+        tokio::try_join!(
+            Self::patch_stage(cx, &api, Self::method_setting_ops(cx)),
+            clean_up_deployments(cx, &api)
+        )?;
         Ok(Self::live(&api))
     }
 

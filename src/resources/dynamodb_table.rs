@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
-    ScalarAttributeType, SseSpecification, SseStatus, StreamSpecification, StreamViewType, Tag,
-    TimeToLiveSpecification, TimeToLiveStatus,
+    ScalarAttributeType, SseSpecification, SseStatus, StreamSpecification, StreamViewType,
+    TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -194,8 +194,8 @@ impl Resource for EventsTable {
             .set_tags(Some(self.aws_tags(cx)?))
             .send()
             .await;
-        match created {
-            Ok(_) => {}
+        let created = match created {
+            Ok(out) => out,
             // An interrupted earlier run created it: converge it instead.
             Err(e) if is_code(&e, &["ResourceInUseException"]) => {
                 let l = self
@@ -205,18 +205,34 @@ impl Resource for EventsTable {
                 return self.update(cx, &l).await;
             }
             Err(e) => return Err(e).context("dynamodb:CreateTable failed"),
+        };
+        let t = created
+            .table_description()
+            .context("dynamodb:CreateTable returned no table description")?;
+        if t.table_status() != Some(&TableStatus::Active) {
+            cx.say("waiting for the table to become ACTIVE");
+            db.wait_until_table_exists()
+                .table_name(&name)
+                .wait(Duration::from_secs(600))
+                .await
+                .context("the table did not become ACTIVE within 10 minutes")?;
         }
-        cx.say("waiting for the table to become ACTIVE");
-        db.wait_until_table_exists()
-            .table_name(&name)
-            .wait(Duration::from_secs(600))
-            .await
-            .context("the table did not become ACTIVE within 10 minutes")?;
-        self.enable_pitr(cx).await?;
-        self.enable_ttl(cx).await?;
-        self.read(cx, None)
-            .await?
-            .context("the table vanished right after creation")
+        // Independent settings: both at once.
+        tokio::try_join!(self.enable_pitr(cx), self.enable_ttl(cx))?;
+        // CreateTable's answer names the table and its stream: no re-read
+        // (unless the stream is missing from it).
+        if t.latest_stream_arn().is_none() {
+            return self
+                .read(cx, None)
+                .await?
+                .context("the table vanished right after creation");
+        }
+        let arn = cx.stack.table_arn();
+        Ok(live(
+            &name,
+            t.table_arn().unwrap_or(&arn),
+            t.latest_stream_arn(),
+        ))
     }
 
     async fn update(&self, cx: &Cx, l: &Live) -> Result<Live> {

@@ -230,7 +230,20 @@ impl Resource for StreamMapping {
     }
 
     async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
-        let Some(m) = self.find(cx, rec).await? else {
+        let lambda = &cx.aws.lambda;
+        // With a recorded ARN, the tags in the same round as the mapping.
+        let rec_arn = rec
+            .and_then(|r| r.attrs.get("arn"))
+            .filter(|a| !a.is_empty())
+            .cloned();
+        let early_tags = async {
+            match &rec_arn {
+                Some(arn) => Some(lambda.list_tags().resource(arn).send().await),
+                None => None,
+            }
+        };
+        let (found, early_tags) = tokio::join!(self.find(cx, rec), early_tags);
+        let Some(m) = found? else {
             return Ok(None);
         };
         let mut live = Self::live(&m);
@@ -283,12 +296,15 @@ impl Resource for StreamMapping {
         );
         check(d, "filter", &want.filter, &have.filter);
         check(d, "on_failure", &want.on_failure, &have.on_failure);
-        let tags = match m.event_source_mapping_arn() {
-            Some(arn) => match cx.aws.lambda.list_tags().resource(arn).send().await {
-                Ok(t) => t.tags().cloned().unwrap_or_default().into_iter().collect(),
-                Err(e) if is_code(&e, &["ResourceNotFoundException"]) => BTreeMap::new(),
-                Err(e) => return Err(e).context("lambda:ListTags failed"),
-            },
+        let listed = match (m.event_source_mapping_arn(), early_tags) {
+            (Some(arn), Some(t)) if Some(arn) == rec_arn.as_deref() => Some(t),
+            (Some(arn), _) => Some(lambda.list_tags().resource(arn).send().await),
+            (None, _) => None,
+        };
+        let tags = match listed {
+            Some(Ok(t)) => t.tags().cloned().unwrap_or_default().into_iter().collect(),
+            Some(Err(e)) if is_code(&e, &["ResourceNotFoundException"]) => BTreeMap::new(),
+            Some(Err(e)) => return Err(e).context("lambda:ListTags failed"),
             None => BTreeMap::new(),
         };
         live.drift.extend(tags_drift(&self.tags(cx), &tags));

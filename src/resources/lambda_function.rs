@@ -15,11 +15,10 @@ use crate::resources::{is_code, tags_drift};
 use crate::stack::{ids, Function, Signature};
 use anyhow::{anyhow, bail, Context, Result};
 use async_trait::async_trait;
-use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{
-    Architecture, Environment, FunctionCode, FunctionConfiguration, LogFormat, LoggingConfig,
-    Runtime, TracingConfig, TracingMode, VpcConfig, VpcConfigResponse,
+    Architecture, Environment, FunctionCode, FunctionConfiguration, LastUpdateStatus, LogFormat,
+    LoggingConfig, Runtime, State, TracingConfig, TracingMode, VpcConfig, VpcConfigResponse,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use base64::Engine as _;
@@ -46,6 +45,9 @@ pub struct LambdaFunction {
     /// The live signing secrets found by `read` (current, previous); kept
     /// in memory for this run only.
     secrets: Mutex<(Option<String>, Option<String>)>,
+    /// Whether `read` found it Active with no update in progress (then an
+    /// update need not wait before its first change).
+    ready_when_read: Mutex<bool>,
 }
 
 /// A new Standard Webhooks secret (`whsec_` + base64 of 32 random bytes; the
@@ -99,6 +101,7 @@ impl LambdaFunction {
             function,
             network_deps,
             secrets: Mutex::new((None, None)),
+            ready_when_read: Mutex::new(false),
         }
     }
 
@@ -319,25 +322,41 @@ impl LambdaFunction {
         Ok(d)
     }
 
+    /// Waits until the function is Active with no update in progress: one
+    /// GetFunctionConfiguration per poll (the SDK's two waiters took two,
+    /// and wait at least a second between polls), first poll at once.
     async fn wait_ready(&self, cx: &Cx, after: &str) -> Result<()> {
         let lambda = &cx.aws.lambda;
         let name = self.name(cx);
         cx.say(format!(
             "waiting for the function to be ready after {after}"
         ));
-        lambda
-            .wait_until_function_active_v2()
-            .function_name(&name)
-            .wait(READY_LIMIT)
-            .await
-            .with_context(|| format!("{name} did not become Active after {after}"))?;
-        lambda
-            .wait_until_function_updated_v2()
-            .function_name(&name)
-            .wait(READY_LIMIT)
-            .await
-            .with_context(|| format!("{name}'s update did not finish after {after}"))?;
-        Ok(())
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let c = lambda
+                .get_function_configuration()
+                .function_name(&name)
+                .send()
+                .await
+                .with_context(|| format!("lambda:GetFunctionConfiguration failed after {after}"))?;
+            if ready(&name, after, c.state(), c.last_update_status(), || {
+                c.state_reason()
+                    .or(c.last_update_status_reason())
+                    .unwrap_or_default()
+                    .to_string()
+            })? {
+                return Ok(());
+            }
+            if start.elapsed() + delay > READY_LIMIT {
+                bail!(
+                    "{name} was not ready {}s after {after}",
+                    READY_LIMIT.as_secs()
+                );
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
     }
 
     async fn put_config(&self, cx: &Cx) -> Result<()> {
@@ -346,7 +365,7 @@ impl LambdaFunction {
         let role = self.role_arn(cx)?;
         let env = self.full_env(cx);
         let vpc = self.vpc_config(cx)?;
-        retry_iam_propagation(cx, || {
+        let out = retry_iam_propagation(cx, || {
             lambda
                 .update_function_configuration()
                 .function_name(&name)
@@ -367,22 +386,56 @@ impl LambdaFunction {
         })
         .await
         .context("lambda:UpdateFunctionConfiguration failed")?;
-        self.wait_ready(cx, "the configuration update").await
+        let after = "the configuration update";
+        if !ready(&name, after, out.state(), out.last_update_status(), || {
+            out.last_update_status_reason()
+                .unwrap_or_default()
+                .to_string()
+        })? {
+            self.wait_ready(cx, after).await?;
+        }
+        Ok(())
     }
 
     async fn put_code(&self, cx: &Cx) -> Result<()> {
         cx.say("uploading code");
-        cx.aws
+        let name = self.name(cx);
+        let out = cx
+            .aws
             .lambda
             .update_function_code()
-            .function_name(self.name(cx))
+            .function_name(&name)
             .zip_file(Blob::new(self.package()?.zip))
             .architectures(Architecture::X8664)
             .send()
             .await
             .context("lambda:UpdateFunctionCode failed")?;
-        self.wait_ready(cx, "the code update").await
+        let after = "the code update";
+        if !ready(&name, after, out.state(), out.last_update_status(), || {
+            out.last_update_status_reason()
+                .unwrap_or_default()
+                .to_string()
+        })? {
+            self.wait_ready(cx, after).await?;
+        }
+        Ok(())
     }
+}
+
+/// Whether a function in `state` with `update` can take the next change;
+/// an error when it failed.
+fn ready(
+    name: &str,
+    after: &str,
+    state: Option<&State>,
+    update: Option<&LastUpdateStatus>,
+    reason: impl Fn() -> String,
+) -> Result<bool> {
+    if state == Some(&State::Failed) || update == Some(&LastUpdateStatus::Failed) {
+        bail!("{name} failed after {after}: {}", reason());
+    }
+    Ok(state.is_none_or(|s| *s == State::Active)
+        && update.is_none_or(|u| *u != LastUpdateStatus::InProgress))
 }
 
 /// Retries a call that fails while a new or changed execution role has not
@@ -478,6 +531,18 @@ impl Resource for LambdaFunction {
             .configuration()
             .context("lambda:GetFunction returned no configuration")?;
         self.remember_secrets(c.environment().and_then(|e| e.variables()));
+        let is_ready = ready(
+            &self.name(cx),
+            "an earlier change",
+            c.state(),
+            c.last_update_status(),
+            String::new,
+        )
+        .unwrap_or(false);
+        *self
+            .ready_when_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = is_ready;
         let mut live = self.live(cx, c.function_arn().unwrap_or_default());
         live.drift = self.drift(cx, c, out.tags())?;
         Ok(Some(live))
@@ -514,8 +579,17 @@ impl Resource for LambdaFunction {
                 .send()
         })
         .await;
-        let arn = match created {
-            Ok(out) => out.function_arn().unwrap_or_default().to_string(),
+        let (arn, is_ready) = match created {
+            Ok(out) => (
+                out.function_arn().unwrap_or_default().to_string(),
+                ready(
+                    &name,
+                    "creation",
+                    out.state(),
+                    out.last_update_status(),
+                    || out.state_reason().unwrap_or_default().to_string(),
+                )?,
+            ),
             // Created by an interrupted earlier run: converge it instead.
             Err(e) if is_code(&e, &["ResourceConflictException"]) => {
                 let live = self
@@ -526,14 +600,23 @@ impl Resource for LambdaFunction {
             }
             Err(e) => return Err(e).context("lambda:CreateFunction failed"),
         };
-        self.wait_ready(cx, "creation").await?;
+        // Pending on AWS (a VPC function for about a minute).
+        if !is_ready {
+            self.wait_ready(cx, "creation").await?;
+        }
         Ok(self.live(cx, &arn))
     }
 
     async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {
         let arn = live.attrs.get("arn").cloned().unwrap_or_default();
         // A function still Pending or InProgress rejects updates.
-        self.wait_ready(cx, "an earlier change").await?;
+        let was_ready = *self
+            .ready_when_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !was_ready {
+            self.wait_ready(cx, "an earlier change").await?;
+        }
         let fields: Vec<&str> = live.drift.iter().map(|d| d.field.as_str()).collect();
         if fields.iter().any(|f| !matches!(*f, "code" | "tags")) {
             self.put_config(cx).await?;

@@ -140,18 +140,35 @@ impl Resource for AlarmTopic {
         }))
     }
 
-    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+    async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
         let sns = &cx.aws.sns;
         let arn = Self::arn(cx);
-        match sns.get_topic_attributes().topic_arn(&arn).send().await {
-            Ok(_) => {}
-            Err(e) if is_code(&e, &["NotFound", "NotFoundException"]) => return Ok(None),
-            Err(e) => return Err(e).context("sns:GetTopicAttributes failed"),
-        }
-        let (tags, subs) = tokio::join!(
-            sns.list_tags_for_resource().resource_arn(&arn).send(),
-            Self::email_subs(cx, &arn)
-        );
+        let exists = |found: Result<_, _>| match found {
+            Ok(_) => Ok(true),
+            Err(e) if is_code(&e, &["NotFound", "NotFoundException"]) => Ok(false),
+            Err(e) => Err(e).context("sns:GetTopicAttributes failed"),
+        };
+        let details = || {
+            futures::future::join(
+                sns.list_tags_for_resource().resource_arn(&arn).send(),
+                Self::email_subs(cx, &arn),
+            )
+        };
+        // The ARN is known from the name: when the state file says the
+        // topic exists, everything in one round of reads.
+        let (tags, subs) = if rec.is_some() {
+            let (found, details) =
+                tokio::join!(sns.get_topic_attributes().topic_arn(&arn).send(), details());
+            if !exists(found)? {
+                return Ok(None);
+            }
+            details
+        } else {
+            if !exists(sns.get_topic_attributes().topic_arn(&arn).send().await)? {
+                return Ok(None);
+            }
+            details().await
+        };
         let have_tags: BTreeMap<String, String> = tags
             .context("sns:ListTagsForResource failed")?
             .tags()

@@ -192,8 +192,26 @@ impl Resource for Vpc {
         )
     }
 
-    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
-        let Some(vpc) = self.find(cx).await? else {
+    async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
+        // With a recorded id, its DNS attributes in the same round as the
+        // lookup by tags (used when the lookup finds that same VPC).
+        let rec_id = rec
+            .map(|r| r.physical_id.clone())
+            .filter(|id| !id.is_empty() && self.net.wanted);
+        let early = async {
+            match &rec_id {
+                Some(id) => Some(
+                    tokio::try_join!(
+                        self.dns_attribute(cx, id, VpcAttributeName::EnableDnsHostnames),
+                        self.dns_attribute(cx, id, VpcAttributeName::EnableDnsSupport)
+                    )
+                    .ok(),
+                ),
+                None => None,
+            }
+        };
+        let (found, early) = tokio::join!(self.find(cx), early);
+        let Some(vpc) = found? else {
             return Ok(None);
         };
         let vpc_id = vpc.vpc_id().context("VPC without id")?.to_string();
@@ -207,10 +225,13 @@ impl Resource for Vpc {
                 vpc.cidr_block()
             );
         }
-        let (hostnames, support) = tokio::try_join!(
-            self.dns_attribute(cx, &vpc_id, VpcAttributeName::EnableDnsHostnames),
-            self.dns_attribute(cx, &vpc_id, VpcAttributeName::EnableDnsSupport)
-        )?;
+        let (hostnames, support) = match early.flatten() {
+            Some(both) if rec_id.as_deref() == Some(vpc_id.as_str()) => both,
+            _ => tokio::try_join!(
+                self.dns_attribute(cx, &vpc_id, VpcAttributeName::EnableDnsHostnames),
+                self.dns_attribute(cx, &vpc_id, VpcAttributeName::EnableDnsSupport)
+            )?,
+        };
         check(&mut live.drift, "dns_hostnames", &true, &hostnames);
         check(&mut live.drift, "dns_support", &true, &support);
         live.drift.extend(tags_drift(
@@ -489,16 +510,20 @@ impl RouteTable {
 
     async fn associate(&self, cx: &Cx, rt_id: &str, have: &BTreeMap<String, String>) -> Result<()> {
         let want = Self::want_subnets(cx)?;
-        for subnet in want.iter().filter(|s| !have.contains_key(*s)) {
-            cx.aws
-                .ec2
-                .associate_route_table()
-                .route_table_id(rt_id)
-                .subnet_id(subnet)
-                .send()
-                .await
-                .context("ec2:AssociateRouteTable failed")?;
-        }
+        // One subnet per call; the subnets at once.
+        futures::future::try_join_all(want.iter().filter(|s| !have.contains_key(*s)).map(
+            |subnet| async move {
+                cx.aws
+                    .ec2
+                    .associate_route_table()
+                    .route_table_id(rt_id)
+                    .subnet_id(subnet)
+                    .send()
+                    .await
+                    .context("ec2:AssociateRouteTable failed")
+            },
+        ))
+        .await?;
         for (subnet, assoc) in have.iter().filter(|(s, _)| !want.contains(*s)) {
             cx.say(format!("detaching subnet {subnet} that is not the stack's"));
             cx.aws

@@ -4,16 +4,65 @@
 //! no-op `up`, `status`, `down` (wall time, reads, writes), the critical-path
 //! lower bound, and `--parallel 1` versus the default.
 //!
+//! The lower bound uses the latency model itself: each resource weighs the
+//! injected delays of its own chain of calls, measured in the `--parallel 1`
+//! run (where a resource runs alone, so the calls inside its time window are
+//! its own; calls in flight together form one round, a round weighs its
+//! slowest call's injected delay). The account lookup (sts) comes first.
+//! Emulator service time, the binary's CPU and any deliberate sleeps are not
+//! in the model; the measured per-resource times are printed beside it.
+//!
 //! Run: `scripts/bench.sh` (or `cargo build && cargo run --example deploy-bench -- [LATENCY_MS SLOW_MS]`).
+//! `BENCH_DUMP=<dir>` also writes each run's JSON report and call timeline.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::cli::Env;
-use support::proxy::{Matcher, RequestInfo, Rule};
+use support::proxy::{Matcher, Protocol, RequestInfo, Rule, Timed};
+
+/// The latency model: what the proxy adds to each call.
+#[derive(Clone, Copy)]
+struct Model {
+    latency: Duration,
+    slow: Duration,
+}
+
+impl Model {
+    fn delay(&self, t: &Timed) -> f64 {
+        let method = t
+            .call
+            .operation
+            .split_once(' ')
+            .map(|(m, _)| m.to_string())
+            .unwrap_or_else(|| "POST".into());
+        let info = RequestInfo {
+            service: t.call.service.clone(),
+            operation: t.call.operation.clone(),
+            mutating: t.call.mutating,
+            protocol: Protocol::Rest,
+            method,
+            path_and_query: t.path_and_query.clone(),
+        };
+        let mut d = self.latency;
+        if slow_on_aws(&info) {
+            d += self.slow;
+        }
+        d.as_secs_f64()
+    }
+}
+
+/// One call, in seconds since the Unix epoch.
+struct CallAt {
+    start: f64,
+    end: f64,
+    /// Injected by the model.
+    delay: f64,
+    service: String,
+}
 
 struct Measured {
     wall: f64,
@@ -21,6 +70,63 @@ struct Measured {
     writes: usize,
     cpu: f64,
     entries: Vec<Value>,
+    /// When the graph walk began (epoch seconds).
+    graph_start: f64,
+    calls: Vec<CallAt>,
+}
+
+impl Measured {
+    /// The calls made inside a time window of the walk (meaningful when
+    /// resources ran one at a time: `--parallel 1`).
+    fn calls_in(&self, w: &Value) -> Vec<&CallAt> {
+        let from = self.graph_start + w["started"].as_f64().unwrap_or(0.0) - 0.002;
+        let to = from + w["seconds"].as_f64().unwrap_or(0.0) + 0.004;
+        self.calls
+            .iter()
+            .filter(|c| c.start >= from && c.end <= to)
+            .collect()
+    }
+
+    /// Rounds of calls in a window (calls in flight together are one round)
+    /// and their weight under the model (each round: its slowest call's delay).
+    fn rounds_in(&self, w: &Value) -> (usize, f64) {
+        let mut calls = self.calls_in(w);
+        calls.sort_by(|a, b| a.start.total_cmp(&b.start));
+        let (mut n, mut weight) = (0, 0.0);
+        let mut round_end = f64::MIN;
+        let mut round_delay = 0.0f64;
+        for c in calls {
+            if c.start >= round_end {
+                weight += round_delay;
+                n += 1;
+                round_delay = 0.0;
+                round_end = c.end;
+            }
+            round_end = round_end.max(c.end);
+            round_delay = round_delay.max(c.delay);
+        }
+        (n, weight + round_delay)
+    }
+
+    /// A resource's own work in the walk, and its read done ahead of the
+    /// walk (all reads at once at the start), as (rounds, model weight).
+    fn rounds(&self, e: &Value) -> ((usize, f64), (usize, f64)) {
+        let ahead = if e["read_ahead"].is_object() {
+            self.rounds_in(&e["read_ahead"])
+        } else {
+            (0, 0.0)
+        };
+        (self.rounds_in(e), ahead)
+    }
+
+    /// The account lookup before the graph: measured time and model weight.
+    fn sts(&self, model: &Model) -> (f64, f64) {
+        self.calls
+            .iter()
+            .find(|c| c.service == "sts")
+            .map(|c| (c.end - c.start, c.delay))
+            .unwrap_or((0.0, model.latency.as_secs_f64()))
+    }
 }
 
 fn child_cpu_seconds() -> f64 {
@@ -31,29 +137,74 @@ fn child_cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-fn measure(env: &Env, args: &[&str], expect: &[i32]) -> Measured {
+/// With `BENCH_DUMP=<dir>`, writes each run's JSON report and the proxy's
+/// timeline of calls (offsets from the process start) there.
+fn dump(name: &str, t0: Instant, timeline: &[Timed], stdout: &str) {
+    let Some(dir) = std::env::var_os("BENCH_DUMP") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("{name}.json")), stdout);
+    let mut lines = String::new();
+    for t in timeline {
+        lines.push_str(&format!(
+            "{:8.3} {:8.3} {:6.3} {} {} {}\n",
+            t.start.duration_since(t0).as_secs_f64(),
+            t.end.duration_since(t0).as_secs_f64(),
+            t.end.duration_since(t.start).as_secs_f64(),
+            t.call.service,
+            t.call.operation,
+            t.path_and_query
+        ));
+    }
+    let _ = std::fs::write(dir.join(format!("{name}.calls")), lines);
+}
+
+fn measure(name: &str, env: &Env, model: &Model, args: &[&str], expect: &[i32]) -> Measured {
     env.proxy.clear();
     let mut full = args.to_vec();
     full.extend(["--output", "json"]);
     let cpu0 = child_cpu_seconds();
     let t = Instant::now();
+    let epoch0 = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
     let out = env.run(&full);
     let wall = t.elapsed().as_secs_f64();
     let cpu = child_cpu_seconds() - cpu0;
     assert!(expect.contains(&out.code), "{args:?} failed: {out:?}");
+    let timeline = env.proxy.timeline();
+    dump(name, t, &timeline, &out.stdout);
     let v: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
-    let calls = env.proxy.calls();
+    let at = |i: Instant| epoch0 + i.duration_since(t).as_secs_f64();
     Measured {
         wall,
-        reads: calls.iter().filter(|c| !c.mutating).count(),
-        writes: calls.iter().filter(|c| c.mutating).count(),
+        reads: timeline.iter().filter(|c| !c.call.mutating).count(),
+        writes: timeline.iter().filter(|c| c.call.mutating).count(),
         cpu,
         entries: v["resources"].as_array().cloned().unwrap_or_default(),
+        graph_start: v["started_unix"].as_f64().unwrap_or(epoch0),
+        calls: timeline
+            .iter()
+            .map(|c| CallAt {
+                start: at(c.start),
+                end: at(c.end),
+                delay: model.delay(c),
+                service: c.call.service.clone(),
+            })
+            .collect(),
     }
 }
 
-/// Longest dependency chain, each resource weighted by `weight`.
-fn critical_path(entries: &[Value], weight: &BTreeMap<String, f64>) -> (f64, Vec<String>) {
+/// Longest dependency chain, each resource weighted by `weight`, after a
+/// `root` step every resource waits for (the account lookup).
+fn critical_path(
+    entries: &[Value],
+    weight: &BTreeMap<String, f64>,
+    root: (&str, f64),
+) -> (f64, Vec<String>) {
     let deps: BTreeMap<String, Vec<String>> = entries
         .iter()
         .map(|e| {
@@ -72,14 +223,15 @@ fn critical_path(entries: &[Value], weight: &BTreeMap<String, f64>) -> (f64, Vec
         id: &str,
         deps: &BTreeMap<String, Vec<String>>,
         w: &BTreeMap<String, f64>,
+        root: (&str, f64),
         memo: &mut BTreeMap<String, (f64, Vec<String>)>,
     ) -> (f64, Vec<String>) {
         if let Some(r) = memo.get(id) {
             return r.clone();
         }
-        let mut best = (0.0, vec![]);
+        let mut best = (root.1, vec![root.0.to_string()]);
         for d in deps.get(id).into_iter().flatten() {
-            let r = finish(d, deps, w, memo);
+            let r = finish(d, deps, w, root, memo);
             if r.0 > best.0 {
                 best = r;
             }
@@ -91,7 +243,7 @@ fn critical_path(entries: &[Value], weight: &BTreeMap<String, f64>) -> (f64, Vec
     }
     let mut memo = BTreeMap::new();
     deps.keys()
-        .map(|id| finish(id, &deps, weight, &mut memo))
+        .map(|id| finish(id, &deps, weight, root, &mut memo))
         .fold((0.0, vec![]), |a, b| if b.0 > a.0 { b } else { a })
 }
 
@@ -107,63 +259,117 @@ fn slow_on_aws(r: &RequestInfo) -> bool {
         || (r.service == "apigateway" && r.method == "POST" && p.contains("/deployments"))
 }
 
-fn env_with_latency(suffix: &str, latency: Duration, slow: Duration) -> Env {
+fn env_with_latency(suffix: &str, model: &Model) -> Env {
     let env = Env::start(suffix);
-    env.proxy.add_rule(Rule::delay(Matcher::any(), latency));
+    // A fresh moto imports each service's code on its first request (seconds
+    // per service, under the GIL): warm every code path with a throwaway
+    // stack first, so the figures measure the deployer and the latency
+    // model, not the emulator's start-up.
+    for args in [&["up"][..], &["down", "--yes"]] {
+        let mut c = support::deployer(&env.proxy.endpoint(), env.state_dir());
+        c.arg("--state-dir")
+            .arg(env.state_dir())
+            .args(["--suffix", "warmup", "--output", "json"])
+            .args(args);
+        let out = support::cli::run(c);
+        assert_eq!(out.code, 0, "warm-up {args:?} failed: {out:?}");
+    }
     env.proxy
-        .add_rule(Rule::delay(Matcher::custom(slow_on_aws), slow));
+        .add_rule(Rule::delay(Matcher::any(), model.latency));
+    env.proxy
+        .add_rule(Rule::delay(Matcher::custom(slow_on_aws), model.slow));
     env
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let latency = Duration::from_millis(args.first().and_then(|a| a.parse().ok()).unwrap_or(50));
-    let slow = Duration::from_millis(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000));
-    println!("latency model: {} ms per call, +{} ms for CreateTable / CreateFunction / function updates / CreateDeployment", latency.as_millis(), slow.as_millis());
+    let model = Model {
+        latency: Duration::from_millis(args.first().and_then(|a| a.parse().ok()).unwrap_or(50)),
+        slow: Duration::from_millis(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000)),
+    };
+    println!("latency model: {} ms per call, +{} ms for CreateTable / CreateFunction / function updates / CreateDeployment", model.latency.as_millis(), model.slow.as_millis());
 
-    // --parallel 1: every resource runs alone, so its time is its own chain
-    // of calls under the latency model: the node weights of the lower bound.
-    let serial = env_with_latency("benchs", latency, slow);
-    let p1 = measure(&serial, &["up", "--parallel", "1"], &[0]);
-    let weight: BTreeMap<String, f64> = p1
-        .entries
-        .iter()
-        .map(|e| {
-            (
-                e["id"].as_str().unwrap_or_default().to_string(),
-                e["seconds"].as_f64().unwrap_or(0.0),
-            )
-        })
-        .collect();
-    let (bound, path) = critical_path(&p1.entries, &weight);
+    // --parallel 1: every resource runs alone, so the calls in its time
+    // window are its own chain: the node weights of the lower bound.
+    let serial = env_with_latency("benchs", &model);
+    let p1 = measure("p1", &serial, &model, &["up", "--parallel", "1"], &[0]);
+    let (sts_measured, sts_model) = p1.sts(&model);
+    let mut w_model = BTreeMap::new();
+    let mut w_measured = BTreeMap::new();
+    // The reads done ahead of the walk run all at once: the slowest one
+    // comes before the walk, after the account lookup.
+    let (mut ahead_model, mut ahead_measured) = (0.0f64, 0.0f64);
+    let mut ahead_sum = (0.0, 0.0);
+    for e in &p1.entries {
+        let id = e["id"].as_str().unwrap_or_default().to_string();
+        let ((_, own), (_, ahead)) = p1.rounds(e);
+        let ahead_secs = e["read_ahead"]["seconds"].as_f64().unwrap_or(0.0);
+        ahead_model = ahead_model.max(ahead);
+        ahead_measured = ahead_measured.max(ahead_secs);
+        ahead_sum.0 += ahead;
+        ahead_sum.1 += ahead_secs;
+        w_model.insert(id.clone(), own);
+        w_measured.insert(id, e["seconds"].as_f64().unwrap_or(0.0));
+    }
+    let root_model = sts_model + ahead_model;
+    let root_measured = sts_measured + ahead_measured;
+    let (bound, path) = critical_path(&p1.entries, &w_model, ("sts+reads", root_model));
+    let (bound_measured, path_measured) =
+        critical_path(&p1.entries, &w_measured, ("sts+reads", root_measured));
+    let serial_model = sts_model + ahead_sum.0 + w_model.values().sum::<f64>();
+    let serial_measured = sts_measured + ahead_sum.1 + w_measured.values().sum::<f64>();
     drop(serial);
 
-    let env = env_with_latency("benchp", latency, slow);
-    let up = measure(&env, &["up"], &[0]);
-    let noop = measure(&env, &["up"], &[0]);
-    let status = measure(&env, &["status"], &[0]);
-    let down = measure(&env, &["down", "--yes"], &[0]);
+    let env = env_with_latency("benchp", &model);
+    let up = measure("up", &env, &model, &["up"], &[0]);
+    let noop = measure("noop", &env, &model, &["up"], &[0]);
+    let status = measure("status", &env, &model, &["status"], &[0]);
+    // Read rounds per resource: a no-op run one resource at a time.
+    let noop1 = measure("noop-p1", &env, &model, &["up", "--parallel", "1"], &[0]);
+    let down = measure("down", &env, &model, &["down", "--yes"], &[0]);
     let resources = up.entries.len();
+    // A no-op resource's time: its read (ahead of the walk) plus its turn
+    // in the walk.
     let slowest_read = |m: &Measured| {
         m.entries
             .iter()
-            .filter_map(|e| e["seconds"].as_f64())
+            .map(|e| {
+                e["seconds"].as_f64().unwrap_or(0.0)
+                    + e["read_ahead"]["seconds"].as_f64().unwrap_or(0.0)
+            })
             .fold(0.0, f64::max)
     };
+    let mut rounds: Vec<(String, usize, f64)> = noop1
+        .entries
+        .iter()
+        .map(|e| {
+            let ((n1, w1), (n2, w2)) = noop1.rounds(e);
+            (
+                e["id"].as_str().unwrap_or_default().to_string(),
+                n1 + n2,
+                w1 + w2,
+            )
+        })
+        .collect();
+    rounds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let max_rounds = rounds.first().map(|r| r.1).unwrap_or(0);
+    let slowest_read_model = rounds.iter().map(|r| r.2).fold(0.0, f64::max);
+    let (noop_sts, _) = noop.sts(&model);
 
     println!();
     println!("| run | wall (s) | reads | writes | CPU (s) | ratio |");
     println!("| --- | ---: | ---: | ---: | ---: | --- |");
     println!(
-        "| fresh up, --parallel 1 | {:.2} | {} | {} | {:.2} | {:.2} × default |",
+        "| fresh up, --parallel 1 | {:.2} | {} | {} | {:.2} | {:.2} × default (at most {:.2} ×: serial work / critical path, latency model) |",
         p1.wall,
         p1.reads,
         p1.writes,
         p1.cpu,
-        p1.wall / up.wall
+        p1.wall / up.wall,
+        serial_model / bound
     );
-    println!("| fresh up (default --parallel 10) | {:.2} | {} | {} | {:.2} | {:.2} × critical path ({:.2} s) |", up.wall, up.reads, up.writes, up.cpu, up.wall / bound, bound);
-    println!("| no-op up | {:.2} | {} | {} | {:.2} | {:.2} × slowest resource read ({:.2} s); {:.1} reads/resource |", noop.wall, noop.reads, noop.writes, noop.cpu, noop.wall / slowest_read(&noop), slowest_read(&noop), noop.reads as f64 / resources as f64);
+    println!("| fresh up (default --parallel 10) | {:.2} | {} | {} | {:.2} | {:.2} × critical path ({:.2} s, latency model); {:.2} × measured critical path ({:.2} s) |", up.wall, up.reads, up.writes, up.cpu, up.wall / bound, bound, up.wall / bound_measured, bound_measured);
+    println!("| no-op up | {:.2} | {} | {} | {:.2} | {:.2} × slowest resource read ({:.2} s); {:.1} reads/resource, at most {} round(s) each |", noop.wall, noop.reads, noop.writes, noop.cpu, noop.wall / slowest_read(&noop), slowest_read(&noop), noop.reads as f64 / resources as f64, max_rounds);
     println!(
         "| status | {:.2} | {} | {} | {:.2} | {:.2} × slowest resource read ({:.2} s) |",
         status.wall,
@@ -174,12 +380,41 @@ fn main() {
         slowest_read(&status)
     );
     println!(
+        "| no-op up, --parallel 1 | {:.2} | {} | {} | {:.2} | |",
+        noop1.wall, noop1.reads, noop1.writes, noop1.cpu
+    );
+    println!(
         "| down | {:.2} | {} | {} | {:.2} | |",
         down.wall, down.reads, down.writes, down.cpu
     );
     println!();
+    println!("resources: {resources}");
     println!(
-        "resources: {resources}; critical path: {}",
+        "critical path, latency model ({bound:.2} s): {}",
         path.join(" → ")
     );
+    println!(
+        "critical path, measured per resource in the --parallel 1 run ({bound_measured:.2} s): {}",
+        path_measured.join(" → ")
+    );
+    println!(
+        "serial work (sum over resources, sts included): {serial_model:.2} s latency model, {serial_measured:.2} s measured; so --parallel can gain at most {:.2} × (model) / {:.2} × (measured)",
+        serial_model / bound,
+        serial_measured / bound_measured
+    );
+    println!(
+        "no-op read chains (latency model, from the --parallel 1 no-op): slowest {slowest_read_model:.2} s; no-op up wall = {:.2} × that; the account lookup before it took {noop_sts:.2} s",
+        noop.wall / slowest_read_model.max(f64::EPSILON)
+    );
+    let multi: Vec<String> = rounds
+        .iter()
+        .filter(|r| r.1 > 1)
+        .map(|r| format!("{} ({})", r.0, r.1))
+        .collect();
+    if !multi.is_empty() {
+        println!(
+            "resources with more than one round of reads: {}",
+            multi.join(", ")
+        );
+    }
 }

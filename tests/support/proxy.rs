@@ -11,7 +11,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -243,6 +243,18 @@ impl Rule {
 struct Recorded {
     call: Call,
     injected: bool,
+    path_and_query: String,
+    start: Instant,
+    end: Instant,
+}
+
+/// One request with when it arrived and when it was answered (for timelines).
+#[derive(Debug, Clone)]
+pub struct Timed {
+    pub call: Call,
+    pub path_and_query: String,
+    pub start: Instant,
+    pub end: Instant,
 }
 
 #[derive(Default)]
@@ -340,6 +352,20 @@ impl Proxy {
         calls.iter().map(|r| r.call.clone()).collect()
     }
 
+    /// Every request so far with its arrival and answer times.
+    pub fn timeline(&self) -> Vec<Timed> {
+        let calls = self.state.calls.lock().unwrap();
+        calls
+            .iter()
+            .map(|r| Timed {
+                call: r.call.clone(),
+                path_and_query: r.path_and_query.clone(),
+                start: r.start,
+                end: r.end,
+            })
+            .collect()
+    }
+
     /// Requests classified as mutating (including ones answered by a fail rule).
     pub fn mutating_calls(&self) -> Vec<Call> {
         self.calls().into_iter().filter(|c| c.mutating).collect()
@@ -386,6 +412,7 @@ async fn handle(
     client: &Client<HttpConnector, Full<Bytes>>,
     upstream: &str,
 ) -> Response<Full<Bytes>> {
+    let start = Instant::now();
     let (mut parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -497,6 +524,9 @@ async fn handle(
             status: resp.status().as_u16(),
         },
         injected,
+        path_and_query: info.path_and_query,
+        start,
+        end: Instant::now(),
     });
     resp
 }
