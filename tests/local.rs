@@ -704,3 +704,32 @@ async fn killing_local_mid_batch_loses_no_event() {
     assert!(keys(&env, "kil", "dead-letters/").await.is_empty());
     assert_eq!(again.interrupt(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_says_what_to_do_when_there_is_nothing_to_send_to() {
+    let env = Env::start("non");
+    let out = env.run(&["send"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("webhook-deploy up --suffix non"),
+        "{out:?}"
+    );
+    let out = env.run(&["send", "--local"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("webhook-deploy local --suffix non"),
+        "{out:?}"
+    );
+    // A session file left by a killed `local`: named, with what to do.
+    std::fs::write(
+        env.state_dir().join("non.local-session.json"),
+        json!({"pid": 999_999_999u64, "url": "http://127.0.0.1:1/webhook", "region": REGION,
+               "tableName": "t", "bucketName": "b", "signature": "none", "apiKeyRequired": false})
+        .to_string(),
+    )
+    .unwrap();
+    let out = env.run(&["send", "--local"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("is not running"), "{out:?}");
+    assert!(env.proxy.mutating_calls().is_empty());
+}
