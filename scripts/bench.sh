@@ -2,8 +2,14 @@
 # Deploy-speed benchmark against the local emulator with an injected latency
 # model (default 50 ms per call, +1000 ms for the calls slow on AWS).
 # Usage: scripts/bench.sh [LATENCY_MS [SLOW_MS]]
+# BENCH_RELEASE=1 measures the release binary (a ~15 min build the first time).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup-moto.sh >/dev/null
-cargo build --locked --bin webhook-deploy
+if [ "${BENCH_RELEASE:-0}" = 1 ]; then
+    cargo build --locked --release --bin webhook-deploy
+    export WEBHOOK_DEPLOY_BIN="${CARGO_TARGET_DIR:-target}/release/webhook-deploy"
+else
+    cargo build --locked --bin webhook-deploy
+fi
 cargo run --locked --example deploy-bench -- "$@"
