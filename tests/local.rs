@@ -733,3 +733,72 @@ async fn send_says_what_to_do_when_there_is_nothing_to_send_to() {
     assert!(out.stderr.contains("is not running"), "{out:?}");
     assert!(env.proxy.mutating_calls().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_timeout_bisects_the_batch_down_to_the_record_that_fails() {
+    let env = Env::start("bis");
+    // The archive write of one event hangs past the processor's 1 s timeout
+    // (then fails, so it never lands late).
+    let slow = |r: &support::proxy::RequestInfo| {
+        r.method == "PUT"
+            && r.path_and_query.contains("/events/")
+            && r.path_and_query.contains("evt_bis_slow")
+    };
+    env.proxy
+        .add_rule(Rule::delay(Matcher::custom(slow), Duration::from_secs(3)));
+    env.proxy.add_rule(Rule::fail(
+        Matcher::custom(slow),
+        usize::MAX,
+        403,
+        "AccessDenied",
+        "Access Denied",
+    ));
+    // First run creates the table and bucket; stop it, write three events
+    // at once so the next run reads them as one batch.
+    let mut local = Local::start(&env, &["--timeout", "processor=1"]);
+    assert_eq!(local.interrupt(), 0);
+    let ddb = aws_sdk_dynamodb::Client::new(&env.sdk().await);
+    let received_at = chrono_like_now();
+    for id in ["evt_bis_ok1", "evt_bis_slow", "evt_bis_ok2"] {
+        ddb.put_item()
+            .table_name(table("bis"))
+            .item("eventId", AttributeValue::S(id.into()))
+            .item("status", AttributeValue::S("received".into()))
+            .item("receivedAt", AttributeValue::S(received_at.clone()))
+            .item(
+                "body",
+                AttributeValue::B(aws_smithy_types::Blob::new(format!("{{\"id\":\"{id}\"}}"))),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let local = Local::start(&env, &["--timeout", "processor=1"]);
+    wait_until(
+        "the slow event dead-lettered",
+        Duration::from_secs(90),
+        || async { status(&env, "bis", "evt_bis_slow").await.as_deref() == Some("failed") },
+    )
+    .await;
+    for id in ["evt_bis_ok1", "evt_bis_ok2"] {
+        wait_until(id, Duration::from_secs(30), || async {
+            status(&env, "bis", id).await.as_deref() == Some("processed")
+        })
+        .await;
+    }
+    let log = local.output();
+    assert!(log.contains("Sandbox.Timedout"), "{log}");
+    assert!(log.contains("bisecting the batch into 1 + 2"), "{log}");
+    let dead = keys(&env, "bis", "dead-letters/").await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].ends_with("/evt_bis_slow.json"));
+    let archived = keys(&env, "bis", "events/").await;
+    assert_eq!(archived.len(), 2, "{archived:?}");
+}
+
+fn chrono_like_now() -> String {
+    chrono::DateTime::from_timestamp(unix_now(), 0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
