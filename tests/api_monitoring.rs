@@ -769,7 +769,7 @@ async fn down_removes_the_api_usage_plan_key_alarms_and_topic() {
     let gw = aws_sdk_apigateway::Client::new(&conf);
     assert_eq!(
         support::inventory::count_tagged(&conf, SUFFIX).await,
-        support::inventory::one_stack()
+        support::inventory::one_stack_with(false)
     );
     let t = Instant::now();
     let down = run(&env, &["down", "--yes"]);

@@ -164,110 +164,13 @@ fn drifted(status_json: &str) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
-/// Everything tagged with the stack, by kind (EC2 and Lambda; the
-/// foundation test counts the data and identity resources).
+/// Everything tagged with the stack, every kind (the shared inventory).
 async fn count_tagged(conf: &aws_config::SdkConfig) -> BTreeMap<&'static str, usize> {
-    let ec2 = aws_sdk_ec2::Client::new(conf);
-    let vpcs = ec2
-        .describe_vpcs()
-        .filters(ours())
-        .send()
-        .await
-        .unwrap()
-        .vpcs()
-        .len();
-    let subnets = ec2
-        .describe_subnets()
-        .filters(ours())
-        .send()
-        .await
-        .unwrap()
-        .subnets()
-        .len();
-    let rts = ec2
-        .describe_route_tables()
-        .filters(ours())
-        .send()
-        .await
-        .unwrap()
-        .route_tables()
-        .len();
-    let sgs = ec2
-        .describe_security_groups()
-        .filters(ours())
-        .send()
-        .await
-        .unwrap()
-        .security_groups()
-        .len();
-    let eps = ec2
-        .describe_vpc_endpoints()
-        .filters(ours())
-        .send()
-        .await
-        .unwrap();
-    let eps = eps
-        .vpc_endpoints()
-        .iter()
-        .filter(|e| {
-            e.state()
-                .map(|s| s.as_str().to_ascii_lowercase())
-                .as_deref()
-                != Some("deleted")
-        })
-        .count();
-    let lambda = aws_sdk_lambda::Client::new(conf);
-    let is_ours = |t: Option<&std::collections::HashMap<String, String>>| {
-        t.is_some_and(|m| m.get("webhook-deploy:stack").map(String::as_str) == Some(SUFFIX))
-    };
-    let mut functions = 0;
-    for f in lambda.list_functions().send().await.unwrap().functions() {
-        let t = lambda
-            .list_tags()
-            .resource(f.function_arn().unwrap())
-            .send()
-            .await
-            .unwrap();
-        functions += is_ours(t.tags()) as usize;
-    }
-    let mut mappings = 0;
-    for m in lambda
-        .list_event_source_mappings()
-        .send()
-        .await
-        .unwrap()
-        .event_source_mappings()
-    {
-        let t = lambda
-            .list_tags()
-            .resource(m.event_source_mapping_arn().unwrap())
-            .send()
-            .await
-            .unwrap();
-        mappings += is_ours(t.tags()) as usize;
-    }
-    BTreeMap::from([
-        ("vpcs", vpcs),
-        ("subnets", subnets),
-        ("route_tables", rts),
-        ("security_groups", sgs),
-        ("endpoints", eps),
-        ("functions", functions),
-        ("mappings", mappings),
-    ])
+    support::inventory::count_tagged(conf, SUFFIX).await
 }
 
 fn full_counts(vpc: bool) -> BTreeMap<&'static str, usize> {
-    let n = |k: usize| if vpc { k } else { 0 };
-    BTreeMap::from([
-        ("vpcs", n(1)),
-        ("subnets", n(2)),
-        ("route_tables", n(1)),
-        ("security_groups", n(1)),
-        ("endpoints", n(2)),
-        ("functions", 3),
-        ("mappings", 1),
-    ])
+    support::inventory::one_stack_with(vpc)
 }
 
 async fn role_policy(iam: &aws_sdk_iam::Client, role: &str) -> Value {

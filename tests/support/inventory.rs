@@ -120,7 +120,7 @@ pub async fn count_tagged(
             .unwrap();
         topics += t.tags().iter().any(|x| is_ours(x.key(), x.value())) as usize;
     }
-    BTreeMap::from([
+    let mut counts = BTreeMap::from([
         ("tables", tables),
         ("buckets", buckets),
         ("log_groups", groups),
@@ -130,12 +130,128 @@ pub async fn count_tagged(
         ("api_keys", api_keys),
         ("alarms", alarms),
         ("topics", topics),
+    ]);
+    counts.extend(count_compute(conf, suffix).await);
+    counts
+}
+
+/// The network (EC2) and compute (Lambda) part of [`count_tagged`].
+async fn count_compute(
+    conf: &aws_config::SdkConfig,
+    suffix: &str,
+) -> BTreeMap<&'static str, usize> {
+    let ours = || {
+        aws_sdk_ec2::types::Filter::builder()
+            .name("tag:webhook-deploy:stack")
+            .values(suffix)
+            .build()
+    };
+    let ec2 = aws_sdk_ec2::Client::new(conf);
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+        .len();
+    let subnets = ec2
+        .describe_subnets()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+        .len();
+    let route_tables = ec2
+        .describe_route_tables()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap()
+        .route_tables()
+        .len();
+    let security_groups = ec2
+        .describe_security_groups()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap()
+        .security_groups()
+        .len();
+    let endpoints = ec2
+        .describe_vpc_endpoints()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap()
+        .vpc_endpoints()
+        .iter()
+        .filter(|e| {
+            e.state()
+                .map(|s| s.as_str().to_ascii_lowercase())
+                .as_deref()
+                != Some("deleted")
+        })
+        .count();
+    let lambda = aws_sdk_lambda::Client::new(conf);
+    let tagged = |t: Option<&std::collections::HashMap<String, String>>| {
+        t.is_some_and(|m| m.get("webhook-deploy:stack").map(String::as_str) == Some(suffix))
+            as usize
+    };
+    let mut functions = 0;
+    for f in lambda.list_functions().send().await.unwrap().functions() {
+        let t = lambda
+            .list_tags()
+            .resource(f.function_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        functions += tagged(t.tags());
+    }
+    let mut mappings = 0;
+    for m in lambda
+        .list_event_source_mappings()
+        .send()
+        .await
+        .unwrap()
+        .event_source_mappings()
+    {
+        let t = lambda
+            .list_tags()
+            .resource(m.event_source_mapping_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        mappings += tagged(t.tags());
+    }
+    BTreeMap::from([
+        ("vpcs", vpcs),
+        ("subnets", subnets),
+        ("route_tables", route_tables),
+        ("security_groups", security_groups),
+        ("endpoints", endpoints),
+        ("functions", functions),
+        ("mappings", mappings),
     ])
 }
 
-/// What one deployed stack holds, as `count_tagged` reports it.
+/// What one deployed stack holds (with its VPC), as `count_tagged` reports it.
 pub fn one_stack() -> BTreeMap<&'static str, usize> {
+    one_stack_with(true)
+}
+
+/// What one deployed stack holds, with or without (`--no-vpc`) its network.
+pub fn one_stack_with(vpc: bool) -> BTreeMap<&'static str, usize> {
+    let n = |k: usize| if vpc { k } else { 0 };
     BTreeMap::from([
+        ("vpcs", n(1)),
+        ("subnets", n(2)),
+        ("route_tables", n(1)),
+        ("security_groups", n(1)),
+        ("endpoints", n(2)),
+        ("functions", 3),
+        ("mappings", 1),
         ("tables", 1),
         ("buckets", 1),
         ("log_groups", 3),
