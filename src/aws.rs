@@ -15,6 +15,16 @@ pub struct ConnectOptions {
     pub endpoint_url: Option<String>,
 }
 
+impl From<&crate::cli::Common> for ConnectOptions {
+    fn from(c: &crate::cli::Common) -> Self {
+        Self {
+            region: c.region.clone(),
+            profile: c.profile.clone(),
+            endpoint_url: c.endpoint_url.clone(),
+        }
+    }
+}
+
 /// One client per service, sharing one credentials cache and HTTP connector.
 #[derive(Clone, Debug)]
 pub struct Clients {

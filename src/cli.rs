@@ -70,9 +70,7 @@ pub enum Command {
 }
 
 fn function_arg(s: &str) -> Result<crate::stack::Function, String> {
-    crate::stack::Function::ALL
-        .into_iter()
-        .find(|f| f.key() == s)
+    crate::stack::Function::from_key(s)
         .ok_or_else(|| format!("unknown function {s:?}: use receiver, processor or dead-letter"))
 }
 
@@ -179,12 +177,9 @@ fn per_function(min: i32, max: i32) -> impl Fn(&str) -> Result<PerFunction, Stri
     move |s: &str| {
         let (f, n) = match s.split_once('=') {
             Some((k, n)) => {
-                let f = crate::stack::Function::ALL
-                    .into_iter()
-                    .find(|f| f.key() == k)
-                    .ok_or_else(|| {
-                        format!("unknown function {k:?}: use receiver, processor or dead-letter")
-                    })?;
+                let f = crate::stack::Function::from_key(k).ok_or_else(|| {
+                    format!("unknown function {k:?}: use receiver, processor or dead-letter")
+                })?;
                 (Some(f), n)
             }
             None => (None, s),

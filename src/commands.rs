@@ -72,12 +72,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     };
     let compute = compute_options(cli, mode)?;
     let prior = state::load(&paths.file)?;
-    let aws = Clients::connect(&ConnectOptions {
-        region: c.region.clone(),
-        profile: c.profile.clone(),
-        endpoint_url: c.endpoint_url.clone(),
-    })
-    .await?;
+    let aws = Clients::connect(&ConnectOptions::from(c)).await?;
     let state = match prior {
         Some(s) => {
             s.check_matches(&paths.file, &c.suffix, &aws.region, &aws.account)?;
@@ -452,12 +447,7 @@ fn print_curl_example(c: &crate::cli::Common, out: &serde_json::Value) {
 /// Secret values, read from AWS on demand (never from state).
 async fn add_secrets(cli: &Cli, st: &State, out: &mut serde_json::Value) -> Result<()> {
     let c = &cli.common;
-    let aws = Clients::connect(&ConnectOptions {
-        region: c.region.clone(),
-        profile: c.profile.clone(),
-        endpoint_url: c.endpoint_url.clone(),
-    })
-    .await?;
+    let aws = Clients::connect(&ConnectOptions::from(c)).await?;
     if let Some(key_id) = st
         .resources
         .get(ids::API_KEY)

@@ -74,6 +74,14 @@ pub enum Signature {
 }
 
 impl Signature {
+    /// The scheme named `s` (its `as_str()`).
+    pub fn parse(s: &str) -> Option<Signature> {
+        <Signature as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
+            .find(|x| x.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Signature::StandardWebhooks => "standard-webhooks",
@@ -155,6 +163,11 @@ impl Function {
             Function::Processor => "processor",
             Function::DeadLetter => "dead-letter-handler",
         }
+    }
+
+    /// The function with this `key()`.
+    pub fn from_key(k: &str) -> Option<Function> {
+        Function::ALL.into_iter().find(|f| f.key() == k)
     }
 
     /// Short logical-id stem: `receiver`, `processor`, `dead-letter`.

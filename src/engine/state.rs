@@ -138,22 +138,33 @@ pub fn load(path: &Path) -> Result<Option<State>> {
 /// Writes the state atomically: temp file in the same directory, fsync,
 /// rename, fsync of the directory.
 pub fn save(path: &Path, state: &State) -> Result<()> {
+    // One write: serde_json writes token by token, and the temporary file
+    // is unbuffered (tens of thousands of syscalls per save otherwise).
+    let mut text = serde_json::to_vec_pretty(state)?;
+    text.push(b'\n');
+    write_atomic(path, &text, None)
+}
+
+/// Replaces `path` atomically: temp file in the same directory (mode
+/// `mode`, else the temp file's 0600), fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".state-")
         .suffix(".tmp")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    // One write: serde_json writes token by token, and the temporary file
-    // is unbuffered (tens of thousands of syscalls per save otherwise).
-    let mut text = serde_json::to_vec_pretty(state)?;
-    text.push(b'\n');
-    tmp.write_all(&text)?;
+    if let Some(mode) = mode {
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path)
-        .with_context(|| format!("cannot replace state file {}", path.display()))?;
+        .with_context(|| format!("cannot replace {}", path.display()))?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }

@@ -49,13 +49,7 @@ fn stderr_logger() -> Logger {
 }
 
 async fn connect(cli: &Cli) -> Result<Clients> {
-    let c = &cli.common;
-    Clients::connect(&ConnectOptions {
-        region: c.region.clone(),
-        profile: c.profile.clone(),
-        endpoint_url: c.endpoint_url.clone(),
-    })
-    .await
+    Clients::connect(&ConnectOptions::from(&cli.common)).await
 }
 
 fn settings(cli: &Cli, aws: &Clients, opts: stack::StackOptions) -> Settings {

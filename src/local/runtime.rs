@@ -25,6 +25,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::engine::lock;
 use crate::lambdas::EmbeddedLambda;
 
 const API_PREFIX: &str = "/2018-06-01/runtime";
@@ -387,10 +388,6 @@ const PASS_THROUGH: &[&str] = &[
     "RUST_LOG",
     "AWS_LAMBDA_LOG_LEVEL",
 ];
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 async fn serve_runtime_api(listener: tokio::net::TcpListener, shared: Arc<ApiShared>) {
     let mut conns = JoinSet::new();

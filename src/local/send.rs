@@ -372,8 +372,7 @@ async fn deployed_target(cli: &Cli) -> Result<Target> {
     let url = field("apiUrl").context("the stack has no API yet: run `webhook-deploy up` first")?;
     let aws = Clients::connect(&ConnectOptions {
         region: c.region.clone().or(Some(st.region.clone())),
-        profile: c.profile.clone(),
-        endpoint_url: c.endpoint_url.clone(),
+        ..ConnectOptions::from(c)
     })
     .await?;
     let s = stack::Settings {
@@ -428,15 +427,7 @@ async fn deployed_target(cli: &Cli) -> Result<Target> {
 }
 
 fn parse_scheme(s: &str) -> Result<Signature> {
-    [
-        Signature::StandardWebhooks,
-        Signature::Stripe,
-        Signature::Github,
-        Signature::None,
-    ]
-    .into_iter()
-    .find(|x| x.as_str() == s)
-    .with_context(|| format!("unknown signature scheme {s:?}"))
+    Signature::parse(s).with_context(|| format!("unknown signature scheme {s:?}"))
 }
 
 /// `--signing-secret-env VAR`, when given.

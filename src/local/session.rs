@@ -95,21 +95,9 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>>
     }
 }
 
-/// Atomic write (temp file, fsync, rename) with the given mode.
+/// Atomic write (as the state file's) with the given mode.
 pub fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.write_all(&serde_json::to_vec_pretty(value)?)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    crate::engine::state::write_atomic(path, &serde_json::to_vec_pretty(value)?, Some(mode))
 }
 
 /// The running `local` of this stack, or a clear error.
