@@ -16,7 +16,9 @@ use crate::resources::{
     vpc::{GatewayEndpoint, Net, RouteTable, SecurityGroup, Subnet, Vpc},
 };
 use crate::resources::{
-    dynamodb_table::EventsTable, iam_role::FunctionRole, log_group::LogGroup,
+    dynamodb_table::EventsTable,
+    iam_role::{FunctionRole, StreamReadPolicy},
+    log_group::LogGroup,
     s3_bucket::ArchiveBucket,
 };
 use anyhow::{bail, Result};
@@ -335,6 +337,8 @@ pub mod ids {
     pub fn role(f: super::Function) -> String {
         format!("{}-role", f.key())
     }
+    /// The processor role's stream-read policy.
+    pub const STREAM_POLICY: &str = "processor-stream-policy";
     /// Attributes: `name`, `arn`.
     pub fn function(f: super::Function) -> String {
         format!("{}-function", f.key())
@@ -394,10 +398,12 @@ pub fn define(s: &Settings) -> Vec<Arc<dyn Resource>> {
         )));
     }
 
-    // Identity: one role per function, every statement scoped to its ARN.
+    // Identity: one role per function, every statement scoped to its ARN;
+    // the processor's stream reads as soon as the table has a stream.
     for f in Function::ALL {
         stack.push(Arc::new(FunctionRole::new(&ids::role(f), f)));
     }
+    stack.push(Arc::new(StreamReadPolicy::new(ids::STREAM_POLICY)));
 
     // Compute: the functions, the stream mapping, the failure wiring.
     define_compute(s, &mut stack);
@@ -407,7 +413,7 @@ pub fn define(s: &Settings) -> Vec<Arc<dyn Resource>> {
     stack
 }
 
-/// The logical ids the functions run in (none with `--no-vpc`).
+/// The stack's network resources (none with `--no-vpc`).
 fn network_ids() -> Vec<String> {
     let mut v = vec![ids::VPC.to_string()];
     v.extend(ids::SUBNETS.map(String::from));
@@ -472,7 +478,15 @@ fn define_network(s: &Settings, stack: &mut Vec<Arc<dyn Resource>>) {
 /// The three functions (after their roles, so `down` removes them first),
 /// the stream → processor mapping, and failure records → dead-letter handler.
 fn define_compute(s: &Settings, stack: &mut Vec<Arc<dyn Resource>>) {
-    let network = if s.opts.vpc { network_ids() } else { vec![] };
+    // A function waits only for what CreateFunction names (subnets and the
+    // security group); the route table and endpoints are built meanwhile.
+    let network = if s.opts.vpc {
+        let mut v: Vec<String> = ids::SUBNETS.map(String::from).to_vec();
+        v.push(ids::SECURITY_GROUP.into());
+        v
+    } else {
+        vec![]
+    };
     for f in Function::ALL {
         stack.push(Arc::new(LambdaFunction::new(
             &ids::function(f),
@@ -558,8 +572,9 @@ pub const VPC_ENI_ACTIONS: [&str; 6] = [
     "ec2:UnassignPrivateIpAddresses",
 ];
 
-/// The least-privilege inline policy of one function's role.
-pub fn role_policy(s: &Settings, f: Function, stream_arn: &str) -> serde_json::Value {
+/// The least-privilege inline policy of one function's role (the
+/// processor's stream reads are in `stream_policy`).
+pub fn role_policy(s: &Settings, f: Function) -> serde_json::Value {
     use serde_json::json;
     let table = s.table_arn();
     let bucket = s.bucket_arn();
@@ -582,18 +597,6 @@ pub fn role_policy(s: &Settings, f: Function, stream_arn: &str) -> serde_json::V
                 "Effect": "Allow",
                 "Action": ["dynamodb:UpdateItem"],
                 "Resource": table,
-            }));
-            statements.push(json!({
-                "Sid": "ReadStream",
-                "Effect": "Allow",
-                "Action": ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
-                "Resource": stream_arn,
-            }));
-            statements.push(json!({
-                "Sid": "ListStreams",
-                "Effect": "Allow",
-                "Action": ["dynamodb:ListStreams"],
-                "Resource": format!("{table}/stream/*"),
             }));
             // The mapping's on-failure destination writes with this role:
             // PutObject under its prefix plus ListBucket (Lambda guide).
@@ -654,6 +657,27 @@ pub fn role_policy(s: &Settings, f: Function, stream_arn: &str) -> serde_json::V
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
+/// The processor role's second inline policy: reading the table's stream.
+/// Separate because the stream ARN exists only once the table does, while
+/// the role and the function need not wait for the table.
+pub fn stream_policy(s: &Settings, stream_arn: &str) -> serde_json::Value {
+    use serde_json::json;
+    json!({ "Version": "2012-10-17", "Statement": [
+        {
+            "Sid": "ReadStream",
+            "Effect": "Allow",
+            "Action": ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
+            "Resource": stream_arn,
+        },
+        {
+            "Sid": "ListStreams",
+            "Effect": "Allow",
+            "Action": ["dynamodb:ListStreams"],
+            "Resource": format!("{}/stream/*", s.table_arn()),
+        },
+    ]})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -693,11 +717,16 @@ mod tests {
                 ..s.clone()
             };
             for f in Function::ALL {
-                let p = role_policy(
-                    &s,
-                    f,
-                    "arn:aws:dynamodb:us-east-1:123456789012:table/webhook-events-dev/stream/X",
-                );
+                let mut p = role_policy(&s, f);
+                if f == Function::Processor {
+                    let stream = stream_policy(
+                        &s,
+                        "arn:aws:dynamodb:us-east-1:123456789012:table/webhook-events-dev/stream/X",
+                    );
+                    let mut all = p["Statement"].as_array().unwrap().clone();
+                    all.extend(stream["Statement"].as_array().unwrap().iter().cloned());
+                    p["Statement"] = serde_json::Value::Array(all);
+                }
                 let text = p.to_string();
                 assert!(!text.contains("arn:aws:logs:*"), "{text}");
                 let mut unscoped = Vec::new();

@@ -22,13 +22,13 @@ const LOG_GROUPS: [&str; 3] = [
     "/aws/lambda/dead-letter-handler-t1",
 ];
 
-/// Every resource of the stack: 8 foundation (table, bucket, 3 log groups,
-/// 3 roles), 13 network and compute (VPC, 2 subnets, route table, security
+/// Every resource of the stack: 9 foundation (table, bucket, 3 log groups,
+/// 3 roles, the processor role's stream-read policy), 13 network and compute (VPC, 2 subnets, route table, security
 /// group, 2 endpoints, 3 functions, stream mapping, S3 permission, failure
 /// notification), 16 API and monitoring (REST API, /webhook, POST, invoke
 /// permission, deployment, stage, usage plan, key, plan key, SNS topic,
 /// 6 alarms).
-const ALL: usize = 37;
+const ALL: usize = 38;
 
 fn env() -> Env {
     Env::start(SUFFIX)
@@ -324,14 +324,14 @@ async fn up_creates_every_resource_with_the_spec_settings() {
             )]
         );
     }
-    let policy = |role: &str| {
+    let named_policy = |role: &str, name: &str| {
         let iam = iam.clone();
-        let role = role.to_string();
+        let (role, name) = (role.to_string(), name.to_string());
         async move {
             decode(
                 iam.get_role_policy()
                     .role_name(role)
-                    .policy_name("webhook-deploy")
+                    .policy_name(name)
                     .send()
                     .await
                     .unwrap()
@@ -339,6 +339,7 @@ async fn up_creates_every_resource_with_the_spec_settings() {
             )
         }
     };
+    let policy = |role: &str| named_policy(role, "webhook-deploy");
     let receiver = policy(ROLES[0]).await;
     assert_eq!(
         resources_of(&statements_for(&receiver, "dynamodb:PutItem")[0]),
@@ -350,9 +351,17 @@ async fn up_creates_every_resource_with_the_spec_settings() {
         resources_of(&statements_for(&processor, "dynamodb:UpdateItem")[0]),
         vec![table_arn.clone()]
     );
+    // The stream reads are the processor role's second inline policy,
+    // scoped to this table's stream.
+    assert!(statements_for(&processor, "dynamodb:GetRecords").is_empty());
+    let stream_reads = named_policy(ROLES[1], "webhook-deploy-stream").await;
     assert_eq!(
-        resources_of(&statements_for(&processor, "dynamodb:GetRecords")[0]),
+        resources_of(&statements_for(&stream_reads, "dynamodb:GetRecords")[0]),
         vec![stream_arn]
+    );
+    assert_eq!(
+        resources_of(&statements_for(&stream_reads, "dynamodb:ListStreams")[0]),
+        vec![format!("{table_arn}/stream/*")]
     );
     let puts = resources_of(&statements_for(&processor, "s3:PutObject")[0]);
     assert!(puts.contains(&format!("{bucket_arn}/events/*")), "{puts:?}");

@@ -9,7 +9,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Live, Record, Resource};
-use crate::resources::{is_code, tags_drift};
+use crate::resources::{is_code, retry_iam_propagation, tags_drift};
 use crate::stack::{ids, Function};
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
@@ -216,6 +216,8 @@ impl Resource for StreamMapping {
             ids::TABLE.into(),
             ids::BUCKET.into(),
             ids::function(Function::Processor),
+            // AWS checks the role can read the stream when the mapping is made.
+            ids::STREAM_POLICY.into(),
         ]
     }
     fn desired(&self, cx: &Cx) -> Result<Value> {
@@ -312,24 +314,26 @@ impl Resource for StreamMapping {
     }
 
     async fn create(&self, cx: &Cx) -> Result<Live> {
-        let out = cx
-            .aws
-            .lambda
-            .create_event_source_mapping()
-            .event_source_arn(cx.attr(ids::TABLE, "stream_arn")?)
-            .function_name(Self::function(cx))
-            .starting_position(EventSourcePosition::TrimHorizon)
-            .enabled(true)
-            .batch_size(BATCH_SIZE)
-            .maximum_retry_attempts(MAX_RETRIES)
-            .bisect_batch_on_function_error(true)
-            .maximum_record_age_in_seconds(MAX_RECORD_AGE_S)
-            .function_response_types(FunctionResponseType::ReportBatchItemFailures)
-            .filter_criteria(Self::filter_criteria())
-            .destination_config(Self::destination(cx))
-            .set_tags(Some(self.tags(cx).into_iter().collect()))
-            .send()
-            .await;
+        let stream = cx.attr(ids::TABLE, "stream_arn")?;
+        let out = retry_iam_propagation(cx, || {
+            cx.aws
+                .lambda
+                .create_event_source_mapping()
+                .event_source_arn(&stream)
+                .function_name(Self::function(cx))
+                .starting_position(EventSourcePosition::TrimHorizon)
+                .enabled(true)
+                .batch_size(BATCH_SIZE)
+                .maximum_retry_attempts(MAX_RETRIES)
+                .bisect_batch_on_function_error(true)
+                .maximum_record_age_in_seconds(MAX_RECORD_AGE_S)
+                .function_response_types(FunctionResponseType::ReportBatchItemFailures)
+                .filter_criteria(Self::filter_criteria())
+                .destination_config(Self::destination(cx))
+                .set_tags(Some(self.tags(cx).into_iter().collect()))
+                .send()
+        })
+        .await;
         let uuid = match out {
             Ok(o) => o
                 .uuid()

@@ -1,15 +1,18 @@
-//! IAM execution role of one Lambda function, with its inline policy.
+//! IAM execution role of one Lambda function, with its inline policy, and
+//! the processor role's separate stream-read policy.
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{Drift, Live, Record, Resource};
 use crate::resources::{is_code, tags_drift};
-use crate::stack::{ids, role_policy, Function};
+use crate::stack::{ids, role_policy, stream_policy, Function};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 pub const POLICY_NAME: &str = "webhook-deploy";
+/// The processor role's inline policy for reading the table's stream.
+pub const STREAM_POLICY_NAME: &str = "webhook-deploy-stream";
 
 pub struct FunctionRole {
     id: String,
@@ -40,8 +43,7 @@ impl FunctionRole {
     }
 
     fn policy(&self, cx: &Cx) -> Result<Value> {
-        let stream_arn = cx.attr(ids::TABLE, "stream_arn")?;
-        Ok(role_policy(&cx.stack, self.function, &stream_arn))
+        Ok(role_policy(&cx.stack, self.function))
     }
 
     fn tags(&self, cx: &Cx) -> BTreeMap<String, String> {
@@ -71,12 +73,9 @@ impl Resource for FunctionRole {
         "iam-role"
     }
     fn depends_on(&self) -> Vec<String> {
-        // The policy names the table, its stream, the bucket and the log group.
-        vec![
-            ids::TABLE.into(),
-            ids::BUCKET.into(),
-            ids::log_group(self.function),
-        ]
+        // The policy names the table, the bucket and the log group by their
+        // ARNs, which follow from their names: IAM does not need them to exist.
+        vec![]
     }
     fn desired(&self, cx: &Cx) -> Result<Value> {
         Ok(json!({
@@ -267,5 +266,114 @@ impl FunctionRole {
             .await
             .context("iam:PutRolePolicy failed")?;
         Ok(())
+    }
+}
+
+/// The processor role's inline stream-read policy: its own resource so the
+/// role and the function are created while the table is (CloudFormation's
+/// AWS::IAM::Policy split, for the same reason); the stream mapping waits
+/// for it, as AWS checks the role's stream access when the mapping is made.
+pub struct StreamReadPolicy {
+    id: String,
+}
+
+impl StreamReadPolicy {
+    pub fn new(id: &str) -> Self {
+        Self { id: id.into() }
+    }
+
+    fn role(cx: &Cx) -> String {
+        cx.stack.role_name(Function::Processor)
+    }
+
+    fn policy(cx: &Cx) -> Result<Value> {
+        Ok(stream_policy(
+            &cx.stack,
+            &cx.attr(ids::TABLE, "stream_arn")?,
+        ))
+    }
+
+    fn live(cx: &Cx) -> Live {
+        Live::new(format!("{}/{STREAM_POLICY_NAME}", Self::role(cx)))
+    }
+
+    async fn put(cx: &Cx) -> Result<Live> {
+        cx.aws
+            .iam
+            .put_role_policy()
+            .role_name(Self::role(cx))
+            .policy_name(STREAM_POLICY_NAME)
+            .policy_document(Self::policy(cx)?.to_string())
+            .send()
+            .await
+            .context("iam:PutRolePolicy failed")?;
+        Ok(Self::live(cx))
+    }
+}
+
+#[async_trait]
+impl Resource for StreamReadPolicy {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> &'static str {
+        "iam-role-policy"
+    }
+    fn depends_on(&self) -> Vec<String> {
+        vec![ids::role(Function::Processor), ids::TABLE.into()]
+    }
+    fn desired(&self, cx: &Cx) -> Result<Value> {
+        Ok(json!({
+            "role": Self::role(cx),
+            "name": STREAM_POLICY_NAME,
+            "policy": Self::policy(cx)?,
+        }))
+    }
+
+    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+        let have = match cx
+            .aws
+            .iam
+            .get_role_policy()
+            .role_name(Self::role(cx))
+            .policy_name(STREAM_POLICY_NAME)
+            .send()
+            .await
+        {
+            Ok(p) => decode_policy(p.policy_document()),
+            Err(e) if is_code(&e, &["NoSuchEntity"]) => return Ok(None),
+            Err(e) => return Err(e).context("iam:GetRolePolicy failed"),
+        };
+        let mut live = Self::live(cx);
+        let want = Self::policy(cx)?;
+        if want != have {
+            live.drift.push(Drift::new("policy", &want, &have));
+        }
+        Ok(Some(live))
+    }
+
+    async fn create(&self, cx: &Cx) -> Result<Live> {
+        // PutRolePolicy replaces: creating over a leftover converges it.
+        Self::put(cx).await
+    }
+
+    async fn update(&self, cx: &Cx, _live: &Live) -> Result<Live> {
+        Self::put(cx).await
+    }
+
+    async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
+        match cx
+            .aws
+            .iam
+            .delete_role_policy()
+            .role_name(Self::role(cx))
+            .policy_name(STREAM_POLICY_NAME)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_code(&e, &["NoSuchEntity"]) => Ok(false),
+            Err(e) => Err(e).context("iam:DeleteRolePolicy failed"),
+        }
     }
 }

@@ -11,7 +11,7 @@
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Drift, Live, Record, Resource};
 use crate::lambdas;
-use crate::resources::{is_code, tags_drift};
+use crate::resources::{is_code, retry_iam_propagation, tags_drift};
 use crate::stack::{ids, Function, Signature};
 use anyhow::{anyhow, bail, Context, Result};
 use async_trait::async_trait;
@@ -20,7 +20,6 @@ use aws_sdk_lambda::types::{
     Architecture, Environment, FunctionCode, FunctionConfiguration, LastUpdateStatus, LogFormat,
     LoggingConfig, Runtime, State, TracingConfig, TracingMode, VpcConfig, VpcConfigResponse,
 };
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use base64::Engine as _;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -32,8 +31,6 @@ pub const HANDLER: &str = "bootstrap";
 pub const SECRET_VAR: &str = "SIGNING_SECRET";
 /// Kept as found: the operator's rotation (the receiver accepts both).
 pub const PREVIOUS_SECRET_VAR: &str = "SIGNING_SECRET_PREVIOUS";
-/// How long CreateFunction is retried while a new role propagates in IAM.
-const IAM_PROPAGATION_LIMIT: Duration = Duration::from_secs(120);
 /// A VPC function takes about a minute to become Active.
 const READY_LIMIT: Duration = Duration::from_secs(900);
 
@@ -438,40 +435,6 @@ fn ready(
         && update.is_none_or(|u| *u != LastUpdateStatus::InProgress))
 }
 
-/// Retries a call that fails while a new or changed execution role has not
-/// propagated through IAM yet (seconds, sometimes longer).
-async fn retry_iam_propagation<T, E, F, Fut>(cx: &Cx, mut op: F) -> Result<T, E>
-where
-    E: ProvideErrorMetadata,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let start = Instant::now();
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match op().await {
-            Err(e) if is_iam_propagation(&e) && start.elapsed() + delay < IAM_PROPAGATION_LIMIT => {
-                cx.say(format!(
-                    "waiting for the execution role to propagate in IAM ({}s so far, up to {}s)",
-                    start.elapsed().as_secs(),
-                    IAM_PROPAGATION_LIMIT.as_secs()
-                ));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(8));
-            }
-            other => return other,
-        }
-    }
-}
-
-fn is_iam_propagation<E: ProvideErrorMetadata>(e: &E) -> bool {
-    is_code(e, &["InvalidParameterValueException"])
-        && e.message().is_some_and(|m| {
-            m.contains("cannot be assumed by Lambda")
-                || m.contains("execution role does not have permissions")
-        })
-}
-
 #[async_trait]
 impl Resource for LambdaFunction {
     fn id(&self) -> &str {
@@ -481,13 +444,11 @@ impl Resource for LambdaFunction {
         "lambda-function"
     }
     fn depends_on(&self) -> Vec<String> {
-        let mut deps = vec![
-            ids::role(self.function),
-            ids::log_group(self.function),
-            ids::TABLE.into(),
-            ids::BUCKET.into(),
-        ];
-        // The role before the function, so `down` deletes the function first.
+        // The role before the function, so `down` deletes the function first;
+        // the log group before it, or Lambda makes one without retention. The
+        // table and bucket are only named (the mapping and the notification
+        // wait for them), so the function is created while they are.
+        let mut deps = vec![ids::role(self.function), ids::log_group(self.function)];
         deps.extend(self.network_deps.iter().cloned());
         deps
     }

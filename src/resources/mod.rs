@@ -59,6 +59,45 @@ where
     }
 }
 
+/// How long a call is retried while a new role or policy propagates in IAM.
+const IAM_PROPAGATION_LIMIT: Duration = Duration::from_secs(120);
+
+/// Retries a call that fails while a new or changed execution role has not
+/// propagated through IAM yet (seconds, sometimes longer).
+pub async fn retry_iam_propagation<T, E, F, Fut>(cx: &Cx, mut op: F) -> Result<T, E>
+where
+    E: ProvideErrorMetadata,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match op().await {
+            Err(e) if is_iam_propagation(&e) && start.elapsed() + delay < IAM_PROPAGATION_LIMIT => {
+                cx.say(format!(
+                    "waiting for the execution role to propagate in IAM ({}s so far, up to {}s)",
+                    start.elapsed().as_secs(),
+                    IAM_PROPAGATION_LIMIT.as_secs()
+                ));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_iam_propagation<E: ProvideErrorMetadata>(e: &E) -> bool {
+    is_code(e, &["InvalidParameterValueException"])
+        && e.message().is_some_and(|m| {
+            m.contains("cannot be assumed by Lambda")
+                || m.contains("execution role does not have permissions")
+                // CreateEventSourceMapping before the stream-read policy propagated.
+                || m.contains("Please ensure the role can perform")
+        })
+}
+
 /// Tag changes needed to go from `have` to `want`: (to set, keys to remove).
 fn tag_delta(
     want: &BTreeMap<String, String>,

@@ -106,7 +106,8 @@ pub struct Definition {
 
 impl Definition {
     pub fn desired(cx: &Cx) -> Result<Self> {
-        let function_arn = cx.attr(&ids::function(Function::Receiver), "arn")?;
+        // Known from the name: the API is defined while the function is created.
+        let function_arn = cx.stack.function_arn(Function::Receiver);
         Ok(Self {
             path: format!("/{WEBHOOK_PATH_PART}"),
             http_method: METHOD.into(),
@@ -477,7 +478,7 @@ impl Resource for ApiMethod {
         "apigw-method"
     }
     fn depends_on(&self) -> Vec<String> {
-        vec![ids::API_ROUTE.into(), ids::function(Function::Receiver)]
+        vec![ids::API_ROUTE.into()]
     }
     fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
         Ok(serde_json::to_value(Definition::desired(cx)?)?)
