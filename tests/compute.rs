@@ -814,6 +814,45 @@ fn create_function_waits_for_the_role_to_propagate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn stream_mapping_waits_for_the_stream_read_policy_to_propagate() {
+    let env = Env::start();
+    const CREATE_MAPPING: &str = "POST /2015-03-31/event-source-mappings";
+    let is_create_mapping =
+        |c: &support::proxy::Call| c.service == "lambda" && c.operation.starts_with(CREATE_MAPPING);
+    env.proxy.add_rule(Rule::fail(
+        Matcher::custom(|r| r.service == "lambda" && r.operation.starts_with(CREATE_MAPPING)),
+        2,
+        400,
+        "InvalidParameterValueException",
+        "Cannot access stream arn:aws:dynamodb:us-east-1:123456789012:table/x/stream/y. Please ensure the role can perform the GetRecords, GetShardIterator, DescribeStream, and ListStreams Actions on your stream in IAM.",
+    ));
+    let out = env.up(&[]);
+    assert!(
+        out.stderr
+            .contains("waiting for the execution role to propagate"),
+        "{out:?}"
+    );
+    let calls = env.proxy.calls();
+    assert_eq!(env.proxy.injected_calls().len(), 2);
+    // AWS checks the role's stream access when the mapping is made: the
+    // second inline policy goes in before the first attempt.
+    let first_mapping = calls.iter().position(is_create_mapping).unwrap();
+    let puts = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.operation == "PutRolePolicy")
+        .map(|(i, _)| i)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        puts.len(),
+        4,
+        "three roles plus the stream reads: {calls:#?}"
+    );
+    assert!(puts.iter().all(|i| *i < first_mapping), "{calls:#?}");
+    assert_eq!(count_tagged(&env.sdk().await).await["mappings"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn down_waits_for_network_interfaces_within_its_timeout_and_leaves_nothing() {
     let env = Env::start();
     env.up(&[]);
