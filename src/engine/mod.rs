@@ -205,6 +205,7 @@ impl Engine {
             Mode::Down => BTreeMap::new(),
         });
         let changed: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let created: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let outcomes = graph::run(&nodes, self.parallel, self.stop.clone(), |id| {
             let res = by_id[&id].clone();
             let cx = self.cx.for_resource(&id);
@@ -212,8 +213,10 @@ impl Engine {
             let path = self.state_path.clone();
             let entries = entries.clone();
             let changed = changed.clone();
+            let created = created.clone();
             // The dependencies are done: whether any of them changed is known.
             let handle = lock(&ahead).remove(&id);
+            let container_is_new = res.inside().is_some_and(|c| lock(&created).contains(c));
             let deps_unchanged = {
                 let changed = lock(&changed);
                 self.ancestors
@@ -221,7 +224,12 @@ impl Engine {
                     .is_none_or(|up| up.is_disjoint(&changed))
             };
             async move {
+                let fresh_container = container_is_new && mode == Mode::Up;
                 let pre = match handle {
+                    Some(h) if fresh_container => {
+                        h.abort();
+                        None
+                    }
                     Some(h) => h.await.ok().flatten().filter(|a| {
                         cx.saw_published(&a.used)
                             && (a.found.is_none() || mode == Mode::Plan || deps_unchanged)
@@ -230,7 +238,12 @@ impl Engine {
                 };
                 let t = Instant::now();
                 let timing = pre.as_ref().map(|a| a.timing);
-                let pre = pre.map(|a| a.found);
+                // Nothing can be inside what this run just created.
+                let pre = if fresh_container {
+                    Some(None)
+                } else {
+                    pre.map(|a| a.found)
+                };
                 let result = match mode {
                     Mode::Up => up_one(&*res, &cx, &state, &path, pre).await,
                     Mode::Plan => plan_one(&*res, &cx, &state, pre).await,
@@ -244,6 +257,9 @@ impl Engine {
                         entry.depends_on = res.depends_on();
                         if entry.action != Action::NoChange {
                             lock(&changed).insert(entry.id.clone());
+                        }
+                        if entry.action == Action::Create {
+                            lock(&created).insert(entry.id.clone());
                         }
                         cx.finish(describe_done(&entry, t.elapsed()));
                         lock(&entries).insert(entry.id.clone(), entry);

@@ -105,4 +105,11 @@ pub trait Resource: Send + Sync {
     fn wanted(&self) -> bool {
         true
     }
+    /// The dependency this resource lives inside (a REST API's routes, a
+    /// VPC's subnets), when creating that one always makes a new, empty
+    /// object: if `up` just created it, this resource cannot exist yet and
+    /// is created without being looked for.
+    fn inside(&self) -> Option<&str> {
+        None
+    }
 }

@@ -131,6 +131,9 @@ impl Resource for ApiDeployment {
     fn kind(&self) -> &'static str {
         "apigw-deployment"
     }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::API)
+    }
     fn depends_on(&self) -> Vec<String> {
         // Deploy after the definition is in place.
         vec![ids::API_METHOD.into()]
@@ -272,6 +275,9 @@ impl Resource for ApiStage {
     }
     fn kind(&self) -> &'static str {
         "apigw-stage"
+    }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::API)
     }
     fn depends_on(&self) -> Vec<String> {
         vec![ids::API_DEPLOYMENT.into()]

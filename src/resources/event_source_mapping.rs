@@ -173,14 +173,22 @@ impl StreamMapping {
     }
 
     fn live(m: &GetEventSourceMappingOutput) -> Live {
-        let uuid = m.uuid().unwrap_or_default();
-        Live::new(uuid)
-            .attr("uuid", uuid)
-            .attr("arn", m.event_source_mapping_arn().unwrap_or_default())
+        Self::live_of(
+            m.uuid().unwrap_or_default(),
+            m.event_source_mapping_arn().unwrap_or_default(),
+        )
+    }
+
+    fn live_of(uuid: &str, arn: &str) -> Live {
+        Live::new(uuid).attr("uuid", uuid).attr("arn", arn)
+    }
+
+    fn settled(state: Option<&str>) -> bool {
+        matches!(state, Some("Enabled") | Some("Disabled") | None)
     }
 
     /// Waits through Creating/Enabling/Updating until the mapping settles.
-    async fn wait_settled(&self, cx: &Cx, uuid: &str) -> Result<()> {
+    async fn wait_settled(&self, cx: &Cx, uuid: &str) -> Result<GetEventSourceMappingOutput> {
         let start = Instant::now();
         loop {
             let m = cx
@@ -191,14 +199,15 @@ impl StreamMapping {
                 .send()
                 .await
                 .context("lambda:GetEventSourceMapping failed")?;
-            match m.state() {
-                Some("Enabled") | Some("Disabled") | None => return Ok(()),
-                Some(s) if start.elapsed() < Duration::from_secs(600) => {
-                    cx.say(format!("waiting for the mapping: {s}"));
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                Some(s) => bail!("mapping {uuid} is still {s} after 10 minutes"),
+            let state = match m.state() {
+                s if Self::settled(s) => return Ok(m),
+                s => s.unwrap_or_default().to_string(),
+            };
+            if start.elapsed() >= Duration::from_secs(600) {
+                bail!("mapping {uuid} is still {state} after 10 minutes");
             }
+            cx.say(format!("waiting for the mapping: {state}"));
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
 }
@@ -334,11 +343,8 @@ impl Resource for StreamMapping {
                 .send()
         })
         .await;
-        let uuid = match out {
-            Ok(o) => o
-                .uuid()
-                .context("lambda:CreateEventSourceMapping returned no UUID")?
-                .to_string(),
+        let created = match out {
+            Ok(o) => o,
             // One already maps this stream to this function: converge it.
             Err(e) if is_code(&e, &["ResourceConflictException"]) => {
                 let live = self
@@ -349,12 +355,17 @@ impl Resource for StreamMapping {
             }
             Err(e) => return Err(e).context("lambda:CreateEventSourceMapping failed"),
         };
-        self.wait_settled(cx, &uuid).await?;
-        let m = self
-            .find(cx, None)
-            .await?
-            .context("the mapping vanished right after creation")?;
-        Ok(Self::live(&m))
+        let uuid = created
+            .uuid()
+            .context("lambda:CreateEventSourceMapping returned no UUID")?;
+        // The answer names the mapping; ask again only while it is Creating.
+        if Self::settled(created.state()) {
+            return Ok(Self::live_of(
+                uuid,
+                created.event_source_mapping_arn().unwrap_or_default(),
+            ));
+        }
+        Ok(Self::live(&self.wait_settled(cx, uuid).await?))
     }
 
     async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {

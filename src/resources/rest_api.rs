@@ -357,6 +357,9 @@ impl Resource for ApiRoute {
     fn kind(&self) -> &'static str {
         "apigw-resource"
     }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::API)
+    }
     fn depends_on(&self) -> Vec<String> {
         vec![ids::API.into()]
     }
@@ -476,6 +479,9 @@ impl Resource for ApiMethod {
     }
     fn kind(&self) -> &'static str {
         "apigw-method"
+    }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::API_ROUTE)
     }
     fn depends_on(&self) -> Vec<String> {
         vec![ids::API_ROUTE.into()]

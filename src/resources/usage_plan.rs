@@ -443,6 +443,9 @@ impl Resource for UsagePlanKey {
     fn kind(&self) -> &'static str {
         "apigw-usage-plan-key"
     }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::USAGE_PLAN)
+    }
     fn depends_on(&self) -> Vec<String> {
         vec![ids::USAGE_PLAN.into(), ids::API_KEY.into()]
     }

@@ -150,19 +150,25 @@ impl Vpc {
     async fn enable_dns(&self, cx: &Cx, vpc_id: &str) -> Result<()> {
         let on = || AttributeBooleanValue::builder().value(true).build();
         let ec2 = &cx.aws.ec2;
-        // One attribute per call (the API's rule).
-        ec2.modify_vpc_attribute()
-            .vpc_id(vpc_id)
-            .enable_dns_support(on())
-            .send()
-            .await
-            .context("ec2:ModifyVpcAttribute (DNS support) failed")?;
-        ec2.modify_vpc_attribute()
-            .vpc_id(vpc_id)
-            .enable_dns_hostnames(on())
-            .send()
-            .await
-            .context("ec2:ModifyVpcAttribute (DNS hostnames) failed")?;
+        // One attribute per call (the API's rule), both at once.
+        tokio::try_join!(
+            async {
+                ec2.modify_vpc_attribute()
+                    .vpc_id(vpc_id)
+                    .enable_dns_support(on())
+                    .send()
+                    .await
+                    .context("ec2:ModifyVpcAttribute (DNS support) failed")
+            },
+            async {
+                ec2.modify_vpc_attribute()
+                    .vpc_id(vpc_id)
+                    .enable_dns_hostnames(on())
+                    .send()
+                    .await
+                    .context("ec2:ModifyVpcAttribute (DNS hostnames) failed")
+            }
+        )?;
         Ok(())
     }
 }
@@ -332,8 +338,14 @@ impl Subnet {
 }
 
 /// The region's first two availability zones (standard zones, available),
-/// discovered at run time rather than hard-coded.
+/// discovered at run time rather than hard-coded; looked up once per process
+/// (one run, one region) for both subnets.
 async fn first_two_zones(cx: &Cx) -> Result<[String; 2]> {
+    static ZONES: tokio::sync::OnceCell<[String; 2]> = tokio::sync::OnceCell::const_new();
+    ZONES.get_or_try_init(|| lookup_zones(cx)).await.cloned()
+}
+
+async fn lookup_zones(cx: &Cx) -> Result<[String; 2]> {
     let out = cx
         .aws
         .ec2
@@ -366,6 +378,9 @@ impl Resource for Subnet {
     fn kind(&self) -> &'static str {
         "subnet"
     }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::VPC)
+    }
     fn depends_on(&self) -> Vec<String> {
         self.net.deps.clone()
     }
@@ -381,6 +396,11 @@ impl Resource for Subnet {
 
     async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
         let Some(s) = self.find(cx).await? else {
+            if self.net.wanted {
+                // It will be created once the VPC is: learn the zones now,
+                // while the VPC is being made, not after.
+                first_two_zones(cx).await?;
+            }
             return Ok(None);
         };
         let mut live = Self::live(&s);
@@ -545,6 +565,9 @@ impl Resource for RouteTable {
     }
     fn kind(&self) -> &'static str {
         "route-table"
+    }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::VPC)
     }
     fn depends_on(&self) -> Vec<String> {
         self.net.deps.clone()
@@ -750,36 +773,82 @@ impl SecurityGroup {
 
     /// Makes the rules exactly: no ingress, egress TCP 443 only (the
     /// default allow-all egress rule is removed).
+    /// Brings the group's rules to: no ingress, HTTPS egress only. The
+    /// changes are independent, so they go out at once.
     async fn converge_rules(&self, cx: &Cx, sg: &aws_sdk_ec2::types::SecurityGroup) -> Result<()> {
-        let ec2 = &cx.aws.ec2;
         let id = sg.group_id().unwrap_or_default();
-        for (_, perm) in rules(sg.ip_permissions()) {
-            ec2.revoke_security_group_ingress()
-                .group_id(id)
-                .ip_permissions(perm)
-                .send()
-                .await
-                .context("ec2:RevokeSecurityGroupIngress failed")?;
-        }
         let egress = rules(sg.ip_permissions_egress());
-        if !egress.contains_key(EGRESS_RULE) {
-            ec2.authorize_security_group_egress()
-                .group_id(id)
-                .ip_permissions(https_out())
-                .send()
-                .await
-                .context("ec2:AuthorizeSecurityGroupEgress failed")?;
-        }
-        for (_, perm) in egress.into_iter().filter(|(k, _)| k != EGRESS_RULE) {
-            ec2.revoke_security_group_egress()
-                .group_id(id)
-                .ip_permissions(perm)
-                .send()
-                .await
-                .context("ec2:RevokeSecurityGroupEgress failed")?;
-        }
+        let revoke_egress: Vec<IpPermission> = egress
+            .iter()
+            .filter(|(k, _)| k.as_str() != EGRESS_RULE)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let revoke_ingress: Vec<IpPermission> = rules(sg.ip_permissions()).into_values().collect();
+        Self::apply_rules(
+            cx,
+            id,
+            revoke_ingress,
+            !egress.contains_key(EGRESS_RULE),
+            revoke_egress,
+        )
+        .await
+    }
+
+    async fn apply_rules(
+        cx: &Cx,
+        id: &str,
+        revoke_ingress: Vec<IpPermission>,
+        authorize_https: bool,
+        revoke_egress: Vec<IpPermission>,
+    ) -> Result<()> {
+        let ec2 = &cx.aws.ec2;
+        let ingress =
+            futures::future::try_join_all(revoke_ingress.into_iter().map(|perm| async move {
+                ec2.revoke_security_group_ingress()
+                    .group_id(id)
+                    .ip_permissions(perm)
+                    .send()
+                    .await
+                    .context("ec2:RevokeSecurityGroupIngress failed")
+                    .map(|_| ())
+            }));
+        let authorize = async {
+            if authorize_https {
+                ec2.authorize_security_group_egress()
+                    .group_id(id)
+                    .ip_permissions(https_out())
+                    .send()
+                    .await
+                    .context("ec2:AuthorizeSecurityGroupEgress failed")?;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        let egress =
+            futures::future::try_join_all(revoke_egress.into_iter().map(|perm| async move {
+                match ec2
+                    .revoke_security_group_egress()
+                    .group_id(id)
+                    .ip_permissions(perm)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // Already gone (a new group's default rule differs): nothing to do.
+                    Err(e) if is_code(&e, &["InvalidPermission.NotFound"]) => Ok(()),
+                    Err(e) => Err(e).context("ec2:RevokeSecurityGroupEgress failed"),
+                }
+            }));
+        tokio::try_join!(ingress, authorize, egress)?;
         Ok(())
     }
+}
+
+/// The egress rule every new VPC security group starts with: all traffic out.
+fn default_egress() -> IpPermission {
+    IpPermission::builder()
+        .ip_protocol("-1")
+        .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+        .build()
 }
 
 #[async_trait]
@@ -789,6 +858,9 @@ impl Resource for SecurityGroup {
     }
     fn kind(&self) -> &'static str {
         "security-group"
+    }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::VPC)
     }
     fn depends_on(&self) -> Vec<String> {
         self.net.deps.clone()
@@ -850,11 +922,10 @@ impl Resource for SecurityGroup {
             .group_id()
             .context("ec2:CreateSecurityGroup returned no id")?
             .to_string();
-        let sg = self
-            .find(cx)
-            .await?
-            .context("the security group vanished right after creation")?;
-        self.converge_rules(cx, &sg).await?;
+        // A new group has no ingress and the default all-traffic egress rule
+        // (EC2 documents both), so no need to look before changing them; the
+        // next read would name any difference as drift.
+        Self::apply_rules(cx, &id, vec![], true, vec![default_egress()]).await?;
         Ok(net_live(&id))
     }
 
@@ -942,6 +1013,9 @@ impl Resource for GatewayEndpoint {
     }
     fn kind(&self) -> &'static str {
         "vpc-endpoint"
+    }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::VPC)
     }
     fn depends_on(&self) -> Vec<String> {
         self.net.deps.clone()

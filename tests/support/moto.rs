@@ -143,7 +143,13 @@ impl Drop for Moto {
 /// The repository root: the first ancestor of `CARGO_MANIFEST_DIR` containing
 /// `scripts/setup-moto.sh` (falls back to `CARGO_MANIFEST_DIR`).
 pub fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // cargo and nextest set it when they run a test too: that value names
+    // this checkout even when the binary was built from another clone that
+    // shares the target directory (CI), where the compile-time one would not.
+    let at_run = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let manifest = at_run
+        .as_deref()
+        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")));
     manifest
         .ancestors()
         .find(|d| d.join("scripts").join("setup-moto.sh").is_file())
