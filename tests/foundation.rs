@@ -559,6 +559,67 @@ async fn out_of_band_drift_is_reported_then_repaired() {
     );
 }
 
+/// A stack deployed before the stream reads had their own policy: they sat
+/// in the processor role's main policy. `up` moves them and nothing else.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_reads_move_to_their_own_policy_on_upgrade() {
+    let env = env();
+    assert_eq!(env.run(&["up"]).code, 0);
+    let iam = aws_sdk_iam::Client::new(&env.sdk().await);
+    let get = |name: &'static str| {
+        let iam = iam.clone();
+        async move {
+            iam.get_role_policy()
+                .role_name(ROLES[1])
+                .policy_name(name)
+                .send()
+                .await
+                .map(|p| decode(p.policy_document()))
+        }
+    };
+    let main = get("webhook-deploy").await.unwrap();
+    let stream = get("webhook-deploy-stream").await.unwrap();
+    // The earlier layout: one policy holding both.
+    let mut old = main["Statement"].as_array().unwrap().clone();
+    old.extend(stream["Statement"].as_array().unwrap().iter().cloned());
+    iam.put_role_policy()
+        .role_name(ROLES[1])
+        .policy_name("webhook-deploy")
+        .policy_document(serde_json::json!({"Version": "2012-10-17", "Statement": old}).to_string())
+        .send()
+        .await
+        .unwrap();
+    iam.delete_role_policy()
+        .role_name(ROLES[1])
+        .policy_name("webhook-deploy-stream")
+        .send()
+        .await
+        .unwrap();
+
+    let plan = env.run(&["plan"]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    assert!(plan.stdout.contains("~ processor-role"), "{plan:?}");
+    assert!(
+        plan.stdout.contains("+ processor-stream-policy"),
+        "{plan:?}"
+    );
+    assert!(plan.stdout.contains("1 to create, 1 to update"), "{plan:?}");
+    env.proxy.clear();
+    let up = env.run(&["up"]);
+    assert_eq!(up.code, 0, "{up:?}");
+    assert!(up.stderr.contains("1 created, 1 updated"), "{up:?}");
+    let muts: Vec<String> = env
+        .proxy
+        .mutating_calls()
+        .iter()
+        .map(|c| c.operation.clone())
+        .collect();
+    assert_eq!(muts, ["PutRolePolicy", "PutRolePolicy"], "{muts:?}");
+    assert_eq!(get("webhook-deploy").await.unwrap(), main);
+    assert_eq!(get("webhook-deploy-stream").await.unwrap(), stream);
+    assert_eq!(env.run(&["status"]).code, 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lost_state_is_rebuilt_by_adoption_without_duplicates() {
     let env = env();

@@ -152,7 +152,11 @@ fn rebuild_in_another_target_dir_is_bit_identical() {
         cargo: std::env::var_os("CARGO")
             .map(PathBuf::from)
             .unwrap_or_else(|| "cargo".into()),
-        workspace: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        // The run-time value names this checkout even if the binary was
+        // built from another clone sharing the target directory.
+        workspace: std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
         target_dir: dir.path().join("target"),
     };
     let status = build.command().status().unwrap();
