@@ -683,6 +683,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_describe_covers_every_alarm_of_the_stack() {
+        let s = Settings {
+            suffix: "dev".into(),
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+            opts: StackOptions::default(),
+        };
+        let alarms = define(&s)
+            .iter()
+            .filter(|r| r.kind() == "cloudwatch-alarm")
+            .count();
+        let names = alarm::stack_alarm_names(&s);
+        assert_eq!(alarms, names.len(), "{names:?}");
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+    }
+
+    #[test]
     fn suffix_rules() {
         for ok in ["dev", "a", "prod-eu1", "abcdefghijklmnop"] {
             assert!(validate_suffix(ok).is_ok(), "{ok}");

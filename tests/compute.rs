@@ -515,6 +515,12 @@ fn noop_up_is_silent_and_a_memory_flag_updates_only_that_configuration() {
     assert!(again.stderr.contains(" 0 created, 0 updated"), "{again:?}");
     let m = env.proxy.mutating_calls();
     assert!(m.is_empty(), "no-op up mutated: {m:#?}");
+    // Siblings are read with one call: two subnets, two endpoints, six alarms.
+    let calls = env.proxy.calls();
+    for op in ["DescribeSubnets", "DescribeVpcEndpoints", "DescribeAlarms"] {
+        let n = calls.iter().filter(|c| c.operation == op).count();
+        assert_eq!(n, 1, "{op}: {calls:#?}");
+    }
     assert_eq!(
         std::fs::read_to_string(env.state_file()).unwrap(),
         state_before,

@@ -5,8 +5,12 @@ use crate::aws::Clients;
 use crate::engine::progress::Progress;
 use crate::engine::resource::Attrs;
 use crate::stack::Settings;
+use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
+
+type Shared = Arc<tokio::sync::OnceCell<Arc<dyn Any + Send + Sync>>>;
 
 /// A dependency's attribute that is not known yet (the dependency does not
 /// exist and this is a dry run). Only `plan`/`status` ever see it.
@@ -34,6 +38,8 @@ pub struct Cx {
     /// the state file's records, and every lookup is noted so the engine
     /// can tell later whether the read saw what its dependencies published.
     ahead: Option<(Recorded, Arc<Mutex<Used>>)>,
+    /// Answers of the opening round's batched reads, by call.
+    shared: Arc<Mutex<HashMap<String, Shared>>>,
 }
 
 impl Cx {
@@ -45,7 +51,40 @@ impl Cx {
             progress,
             id: String::new(),
             ahead: None,
+            shared: Arc::default(),
         }
+    }
+
+    /// One call that answers several resources' reads (a Describe for all
+    /// the stack's subnets): in the opening round of reads it is made once
+    /// and its answer shared under `key`; any other read makes it afresh,
+    /// since the run may have changed what it describes since.
+    pub async fn batched<T, F, Fut>(&self, key: &str, fetch: F) -> anyhow::Result<Arc<T>>
+    where
+        T: Any + Send + Sync,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        if self.ahead.is_none() {
+            return fetch().await.map(Arc::new);
+        }
+        let cell = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        let any = cell
+            .get_or_try_init(|| async {
+                fetch()
+                    .await
+                    .map(|t| Arc::new(t) as Arc<dyn Any + Send + Sync>)
+            })
+            .await?
+            .clone();
+        any.downcast::<T>()
+            .map_err(|_| anyhow::anyhow!("batched read {key} used with two answer types"))
     }
 
     /// The context for a read ahead of the graph as resource `id`, with

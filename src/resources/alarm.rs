@@ -15,6 +15,7 @@ use aws_sdk_cloudwatch::types::{
 use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Alarms look at 5-minute windows.
 pub const PERIOD: i32 = 300;
@@ -179,6 +180,17 @@ pub fn api_5xx(s: &Settings) -> AlarmSpec {
 pub struct MetricAlarm {
     id: String,
     spec: AlarmSpec,
+}
+
+/// Every alarm of the stack (`stack::define_monitoring` makes one of each),
+/// so one DescribeAlarms answers all their reads.
+pub fn stack_alarm_names(s: &Settings) -> Vec<String> {
+    let mut names: Vec<String> = Function::ALL
+        .iter()
+        .map(|f| error_rate(s, *f).name)
+        .collect();
+    names.extend([iterator_age(s).name, dead_letters(s).name, api_5xx(s).name]);
+    names
 }
 
 impl MetricAlarm {
@@ -347,7 +359,26 @@ impl Resource for MetricAlarm {
         // alarm exists, the alarm and its tags in one round (the tags again
         // only if the service names another ARN).
         let want_arn = self.arn(cx);
-        let describe = cw.describe_alarms().alarm_names(&self.spec.name).send();
+        let names = stack_alarm_names(&cx.stack);
+        let describe = async {
+            if names.contains(&self.spec.name) {
+                cx.batched("cloudwatch:DescribeAlarms", || async {
+                    cw.describe_alarms()
+                        .set_alarm_names(Some(names.clone()))
+                        .send()
+                        .await
+                        .context("cloudwatch:DescribeAlarms failed")
+                })
+                .await
+            } else {
+                cw.describe_alarms()
+                    .alarm_names(&self.spec.name)
+                    .send()
+                    .await
+                    .context("cloudwatch:DescribeAlarms failed")
+                    .map(Arc::new)
+            }
+        };
         let (found, tags) = if rec.is_some() {
             let (found, tags) = tokio::join!(
                 describe,
@@ -357,7 +388,7 @@ impl Resource for MetricAlarm {
         } else {
             (describe.await, None)
         };
-        let found = found.context("cloudwatch:DescribeAlarms failed")?;
+        let found = found?;
         let Some(a) = found
             .metric_alarms()
             .iter()

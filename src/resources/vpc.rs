@@ -53,6 +53,27 @@ fn filters(cx: &Cx, id: &str) -> Vec<Filter> {
     ]
 }
 
+/// The stack's resources with any of these logical ids (one Describe for
+/// siblings such as the two subnets).
+fn filters_any(cx: &Cx, ids: &[&str]) -> Vec<Filter> {
+    vec![
+        Filter::builder()
+            .name(format!("tag:{TAG_STACK}"))
+            .values(&cx.stack.suffix)
+            .build(),
+        Filter::builder()
+            .name(format!("tag:{TAG_RESOURCE}"))
+            .set_values(Some(ids.iter().map(|s| s.to_string()).collect()))
+            .build(),
+    ]
+}
+
+/// Whether EC2 tags name this logical id.
+fn is_resource(tags: &[Tag], id: &str) -> bool {
+    tags.iter()
+        .any(|t| t.key() == Some(TAG_RESOURCE) && t.value() == Some(id))
+}
+
 fn tag_spec(cx: &Cx, kind: ResourceType, id: &str, name: &str) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(kind)
@@ -320,15 +341,23 @@ impl Subnet {
     }
 
     async fn find(&self, cx: &Cx) -> Result<Option<aws_sdk_ec2::types::Subnet>> {
+        // Both subnets in one call.
         let out = cx
-            .aws
-            .ec2
-            .describe_subnets()
-            .set_filters(Some(filters(cx, &self.net.id)))
-            .send()
-            .await
-            .context("ec2:DescribeSubnets failed")?;
-        Ok(out.subnets().first().cloned())
+            .batched("ec2:DescribeSubnets", || async {
+                cx.aws
+                    .ec2
+                    .describe_subnets()
+                    .set_filters(Some(filters_any(cx, &ids::SUBNETS)))
+                    .send()
+                    .await
+                    .context("ec2:DescribeSubnets failed")
+            })
+            .await?;
+        Ok(out
+            .subnets()
+            .iter()
+            .find(|s| is_resource(s.tags(), &self.net.id))
+            .cloned())
     }
 
     fn live(s: &aws_sdk_ec2::types::Subnet) -> Live {
@@ -983,14 +1012,21 @@ impl GatewayEndpoint {
     }
 
     async fn find(&self, cx: &Cx) -> Result<Option<aws_sdk_ec2::types::VpcEndpoint>> {
+        // Both endpoints in one call.
         let out = cx
-            .aws
-            .ec2
-            .describe_vpc_endpoints()
-            .set_filters(Some(filters(cx, &self.net.id)))
-            .send()
-            .await
-            .context("ec2:DescribeVpcEndpoints failed")?;
+            .batched("ec2:DescribeVpcEndpoints", || async {
+                cx.aws
+                    .ec2
+                    .describe_vpc_endpoints()
+                    .set_filters(Some(filters_any(
+                        cx,
+                        &[ids::S3_ENDPOINT, ids::DYNAMODB_ENDPOINT],
+                    )))
+                    .send()
+                    .await
+                    .context("ec2:DescribeVpcEndpoints failed")
+            })
+            .await?;
         // Deleted endpoints stay visible for a while. Endpoint states come
         // in lower case ("deleted"), which the shared `State` enum does not
         // match, so compare the text.
@@ -1002,7 +1038,11 @@ impl GatewayEndpoint {
                 )
             })
         };
-        Ok(out.vpc_endpoints().iter().find(|e| !gone(e)).cloned())
+        Ok(out
+            .vpc_endpoints()
+            .iter()
+            .find(|e| !gone(e) && is_resource(e.tags(), &self.net.id))
+            .cloned())
     }
 }
 
