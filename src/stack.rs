@@ -635,6 +635,14 @@ pub fn role_policy(s: &Settings, f: Function) -> serde_json::Value {
                 "Action": ["dynamodb:UpdateItem"],
                 "Resource": table,
             }));
+            // The init-time connection warm-up (HeadBucket) needs it; without
+            // it every cold start logs an AccessDenied.
+            statements.push(json!({
+                "Sid": "WarmUpHeadBucket",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": bucket,
+            }));
         }
     }
     // The only statements AWS cannot scope to a resource ARN (so "*").
@@ -642,6 +650,15 @@ pub fn role_policy(s: &Settings, f: Function) -> serde_json::Value {
         "Sid": "XRayWrites",
         "Effect": "Allow",
         "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+        "Resource": "*",
+    }));
+    // Each function opens its DynamoDB connection during init with
+    // DescribeEndpoints (embedded-lambdas' prewarm); denied, it would log an
+    // AccessDenied in CloudTrail on every cold start.
+    statements.push(json!({
+        "Sid": "WarmUpDynamoDbConnection",
+        "Effect": "Allow",
+        "Action": ["dynamodb:DescribeEndpoints"],
         "Resource": "*",
     }));
     if s.opts.vpc {
@@ -750,11 +767,14 @@ mod tests {
                 let mut unscoped = Vec::new();
                 for st in p["Statement"].as_array().unwrap() {
                     if st["Resource"] == "*" {
-                        // Only what AWS cannot scope: X-Ray writes, VPC ENI actions.
+                        // Only what AWS cannot scope: X-Ray writes, VPC ENI
+                        // actions, DynamoDB's endpoint discovery.
                         for a in st["Action"].as_array().unwrap() {
                             let a = a.as_str().unwrap();
                             assert!(
-                                a.starts_with("xray:Put") || VPC_ENI_ACTIONS.contains(&a),
+                                a.starts_with("xray:Put")
+                                    || VPC_ENI_ACTIONS.contains(&a)
+                                    || a == "dynamodb:DescribeEndpoints",
                                 "{f:?}: {a} on *: {text}"
                             );
                             unscoped.push(a.to_string());

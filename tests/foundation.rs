@@ -311,7 +311,9 @@ async fn up_creates_every_resource_with_the_spec_settings() {
                         .contains(&a);
                         let xray =
                             ["xray:PutTraceSegments", "xray:PutTelemetryRecords"].contains(&a);
-                        assert!(eni || xray, "{role}: unscoped statement {s}");
+                        // The init-time connection warm-up; it has no resource type.
+                        let warm_up = a == "dynamodb:DescribeEndpoints";
+                        assert!(eni || xray || warm_up, "{role}: unscoped statement {s}");
                     }
                 }
             }
@@ -369,7 +371,22 @@ async fn up_creates_every_resource_with_the_spec_settings() {
         puts.contains(&format!("{bucket_arn}/aws/lambda/*")),
         "{puts:?}"
     );
+    // The functions' init-time connection warm-up is allowed, so a cold
+    // start does not log an AccessDenied: DescribeEndpoints for DynamoDB,
+    // HeadBucket (s3:ListBucket on the bucket) for S3.
+    for role in ROLES {
+        let p = policy(role).await;
+        assert_eq!(
+            resources_of(&statements_for(&p, "dynamodb:DescribeEndpoints")[0]),
+            vec!["*".to_string()],
+            "{role}"
+        );
+    }
     let dl = policy(ROLES[2]).await;
+    assert_eq!(
+        resources_of(&statements_for(&dl, "s3:ListBucket")[0]),
+        vec![bucket_arn.clone()]
+    );
     assert_eq!(
         resources_of(&statements_for(&dl, "s3:GetObject")[0]),
         vec![format!("{bucket_arn}/aws/lambda/*")]
