@@ -413,7 +413,7 @@ pub fn define(s: &Settings) -> Vec<Arc<dyn Resource>> {
     stack
 }
 
-/// The stack's network resources (none with `--no-vpc`).
+/// The stack's network resources, which the functions run in.
 fn network_ids() -> Vec<String> {
     let mut v = vec![ids::VPC.to_string()];
     v.extend(ids::SUBNETS.map(String::from));
@@ -478,15 +478,11 @@ fn define_network(s: &Settings, stack: &mut Vec<Arc<dyn Resource>>) {
 /// The three functions (after their roles, so `down` removes them first),
 /// the stream → processor mapping, and failure records → dead-letter handler.
 fn define_compute(s: &Settings, stack: &mut Vec<Arc<dyn Resource>>) {
-    // A function waits only for what CreateFunction names (subnets and the
-    // security group); the route table and endpoints are built meanwhile.
-    let network = if s.opts.vpc {
-        let mut v: Vec<String> = ids::SUBNETS.map(String::from).to_vec();
-        v.push(ids::SECURITY_GROUP.into());
-        v
-    } else {
-        vec![]
-    };
+    // In the VPC a function waits for its whole network: with no NAT, it
+    // reaches DynamoDB and S3 only through the endpoints on the subnets'
+    // route table, and must not go live (e.g. when `up` moves a serving
+    // stack into the VPC) before they are there.
+    let network = if s.opts.vpc { network_ids() } else { vec![] };
     for f in Function::ALL {
         stack.push(Arc::new(LambdaFunction::new(
             &ids::function(f),
@@ -715,6 +711,42 @@ mod tests {
         assert_eq!(alarms, names.len(), "{names:?}");
         let unique: std::collections::BTreeSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len(), "{names:?}");
+    }
+
+    /// `inside` skips a read because the container was just created: the
+    /// container must be done first, so it has to be an ancestor.
+    #[test]
+    fn every_container_is_an_ancestor() {
+        let s = Settings {
+            suffix: "dev".into(),
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+            opts: StackOptions::default(),
+        };
+        let stack = define(&s);
+        let deps: BTreeMap<String, Vec<String>> = stack
+            .iter()
+            .map(|r| (r.id().to_string(), r.depends_on()))
+            .collect();
+        let mut checked = 0;
+        for r in &stack {
+            let Some(container) = r.inside() else {
+                continue;
+            };
+            let mut todo = deps[r.id()].clone();
+            let mut seen = std::collections::BTreeSet::new();
+            while let Some(d) = todo.pop() {
+                if seen.insert(d.clone()) {
+                    todo.extend(deps[&d].iter().cloned());
+                }
+            }
+            assert!(seen.contains(container), "{} is inside {container}", r.id());
+            checked += 1;
+        }
+        assert_eq!(
+            checked, 11,
+            "route, method, deployment, stage, plan key, 6 network"
+        );
     }
 
     #[test]

@@ -358,12 +358,13 @@ impl Resource for StreamMapping {
         let uuid = created
             .uuid()
             .context("lambda:CreateEventSourceMapping returned no UUID")?;
-        // The answer names the mapping; ask again only while it is Creating.
-        if Self::settled(created.state()) {
-            return Ok(Self::live_of(
-                uuid,
-                created.event_source_mapping_arn().unwrap_or_default(),
-            ));
+        // The answer names the mapping; ask again only while it is Creating
+        // (or if the answer lacks the ARN dependents and tags need).
+        if let (true, Some(arn)) = (
+            Self::settled(created.state()),
+            created.event_source_mapping_arn().filter(|a| !a.is_empty()),
+        ) {
+            return Ok(Self::live_of(uuid, arn));
         }
         Ok(Self::live(&self.wait_settled(cx, uuid).await?))
     }

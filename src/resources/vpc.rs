@@ -168,28 +168,34 @@ impl Vpc {
         Ok(v.unwrap_or(false))
     }
 
-    async fn enable_dns(&self, cx: &Cx, vpc_id: &str) -> Result<()> {
+    /// `fresh`: a new VPC, whose DNS support is already on, so both can be
+    /// set at once; otherwise support first, as hostnames need it.
+    async fn enable_dns(&self, cx: &Cx, vpc_id: &str, fresh: bool) -> Result<()> {
         let on = || AttributeBooleanValue::builder().value(true).build();
         let ec2 = &cx.aws.ec2;
-        // One attribute per call (the API's rule), both at once.
-        tokio::try_join!(
-            async {
-                ec2.modify_vpc_attribute()
-                    .vpc_id(vpc_id)
-                    .enable_dns_support(on())
-                    .send()
-                    .await
-                    .context("ec2:ModifyVpcAttribute (DNS support) failed")
-            },
-            async {
-                ec2.modify_vpc_attribute()
-                    .vpc_id(vpc_id)
-                    .enable_dns_hostnames(on())
-                    .send()
-                    .await
-                    .context("ec2:ModifyVpcAttribute (DNS hostnames) failed")
-            }
-        )?;
+        // One attribute per call (the API's rule).
+        let support = async {
+            ec2.modify_vpc_attribute()
+                .vpc_id(vpc_id)
+                .enable_dns_support(on())
+                .send()
+                .await
+                .context("ec2:ModifyVpcAttribute (DNS support) failed")
+        };
+        let hostnames = async {
+            ec2.modify_vpc_attribute()
+                .vpc_id(vpc_id)
+                .enable_dns_hostnames(on())
+                .send()
+                .await
+                .context("ec2:ModifyVpcAttribute (DNS hostnames) failed")
+        };
+        if fresh {
+            tokio::try_join!(support, hostnames)?;
+        } else {
+            support.await?;
+            hostnames.await?;
+        }
         Ok(())
     }
 }
@@ -292,7 +298,7 @@ impl Resource for Vpc {
             .wait(Duration::from_secs(300))
             .await
             .context("the VPC did not become available within 5 minutes")?;
-        self.enable_dns(cx, &vpc_id).await?;
+        self.enable_dns(cx, &vpc_id, true).await?;
         Ok(net_live(&vpc_id))
     }
 
@@ -300,7 +306,7 @@ impl Resource for Vpc {
         let vpc_id = &live.physical_id;
         let fields: BTreeSet<&str> = live.drift.iter().map(|d| d.field.as_str()).collect();
         if fields.contains("dns_hostnames") || fields.contains("dns_support") {
-            self.enable_dns(cx, vpc_id).await?;
+            self.enable_dns(cx, vpc_id, false).await?;
         }
         if fields.contains("tags") {
             put_tags(cx, vpc_id, &self.net.id, &cx.stack.vpc_name()).await?;
@@ -370,8 +376,18 @@ impl Subnet {
 /// discovered at run time rather than hard-coded; looked up once per process
 /// (one run, one region) for both subnets.
 async fn first_two_zones(cx: &Cx) -> Result<[String; 2]> {
-    static ZONES: tokio::sync::OnceCell<[String; 2]> = tokio::sync::OnceCell::const_new();
-    ZONES.get_or_try_init(|| lookup_zones(cx)).await.cloned()
+    static ZONES: tokio::sync::OnceCell<(String, [String; 2])> = tokio::sync::OnceCell::const_new();
+    let region = &cx.stack.region;
+    let (seen, zones) = ZONES
+        .get_or_try_init(|| async {
+            Ok::<_, anyhow::Error>((region.clone(), lookup_zones(cx).await?))
+        })
+        .await?;
+    if seen == region {
+        Ok(zones.clone())
+    } else {
+        lookup_zones(cx).await
+    }
 }
 
 async fn lookup_zones(cx: &Cx) -> Result<[String; 2]> {
@@ -427,8 +443,9 @@ impl Resource for Subnet {
         let Some(s) = self.find(cx).await? else {
             if self.net.wanted {
                 // It will be created once the VPC is: learn the zones now,
-                // while the VPC is being made, not after.
-                first_two_zones(cx).await?;
+                // while the VPC is being made, not after. A failure here is
+                // reported by the create that needs them.
+                let _ = first_two_zones(cx).await;
             }
             return Ok(None);
         };
@@ -831,35 +848,44 @@ impl SecurityGroup {
         revoke_egress: Vec<IpPermission>,
     ) -> Result<()> {
         let ec2 = &cx.aws.ec2;
+        // Right after CreateSecurityGroup, EC2 may not know the group yet.
+        const VISIBLE: &[&str] = &["InvalidGroup.NotFound"];
+        const LIMIT: Duration = Duration::from_secs(60);
+        let waiting = "the new security group to be visible in EC2";
         let ingress =
             futures::future::try_join_all(revoke_ingress.into_iter().map(|perm| async move {
-                ec2.revoke_security_group_ingress()
-                    .group_id(id)
-                    .ip_permissions(perm)
-                    .send()
-                    .await
-                    .context("ec2:RevokeSecurityGroupIngress failed")
-                    .map(|_| ())
+                retry_while(cx, VISIBLE, LIMIT, waiting, || {
+                    ec2.revoke_security_group_ingress()
+                        .group_id(id)
+                        .ip_permissions(perm.clone())
+                        .send()
+                })
+                .await
+                .context("ec2:RevokeSecurityGroupIngress failed")
+                .map(|_| ())
             }));
         let authorize = async {
             if authorize_https {
-                ec2.authorize_security_group_egress()
-                    .group_id(id)
-                    .ip_permissions(https_out())
-                    .send()
-                    .await
-                    .context("ec2:AuthorizeSecurityGroupEgress failed")?;
+                retry_while(cx, VISIBLE, LIMIT, waiting, || {
+                    ec2.authorize_security_group_egress()
+                        .group_id(id)
+                        .ip_permissions(https_out())
+                        .send()
+                })
+                .await
+                .context("ec2:AuthorizeSecurityGroupEgress failed")?;
             }
             Ok::<_, anyhow::Error>(())
         };
         let egress =
             futures::future::try_join_all(revoke_egress.into_iter().map(|perm| async move {
-                match ec2
-                    .revoke_security_group_egress()
-                    .group_id(id)
-                    .ip_permissions(perm)
-                    .send()
-                    .await
+                match retry_while(cx, VISIBLE, LIMIT, waiting, || {
+                    ec2.revoke_security_group_egress()
+                        .group_id(id)
+                        .ip_permissions(perm.clone())
+                        .send()
+                })
+                .await
                 {
                     Ok(_) => Ok(()),
                     // Already gone (a new group's default rule differs): nothing to do.
