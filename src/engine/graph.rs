@@ -90,6 +90,36 @@ pub fn ancestors(nodes: &[Node]) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
+/// Each node's height: the number of nodes on the longest chain of
+/// dependents that starts at it (1 for a node nothing depends on). A node
+/// with a long chain behind it holds the run up most if it starts late.
+pub fn heights(nodes: &[Node]) -> BTreeMap<String, usize> {
+    let mut out: BTreeMap<String, usize> = BTreeMap::new();
+    for id in topo_order(nodes).into_iter().rev() {
+        let below = nodes
+            .iter()
+            .filter(|n| n.deps.contains(&id))
+            .filter_map(|n| out.get(&n.id))
+            .max()
+            .copied()
+            .unwrap_or(0);
+        out.insert(id, below + 1);
+    }
+    out
+}
+
+/// Node ids, the longest chains first, then in definition order.
+pub fn priority_order(nodes: &[Node]) -> Vec<String> {
+    let h = heights(nodes);
+    let mut ids: Vec<(usize, usize, &str)> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (h.get(&n.id).copied().unwrap_or(0), i, n.id.as_str()))
+        .collect();
+    ids.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    ids.into_iter().map(|(_, _, id)| id.to_string()).collect()
+}
+
 /// The same graph with every edge reversed (for deletion).
 pub fn reversed(nodes: &[Node]) -> Vec<Node> {
     nodes
@@ -123,15 +153,30 @@ where
         .map(|n| (n.id.clone(), n.deps.iter().cloned().collect()))
         .collect();
     let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
-    // Ready nodes keep the definition's order, so runs are predictable.
+    // Of the ready nodes, the one with the longest chain behind it starts
+    // first (ties in definition order, so runs are predictable): with more
+    // ready than `parallel`, the critical path is not kept waiting.
+    let order = priority_order(nodes);
     let mut ready: VecDeque<String> = VecDeque::new();
     let take_ready = |waiting: &mut BTreeMap<String, BTreeSet<String>>,
                       ready: &mut VecDeque<String>| {
-        for n in nodes {
-            if waiting.get(&n.id).is_some_and(|d| d.is_empty()) {
-                waiting.remove(&n.id);
-                ready.push_back(n.id.clone());
+        let mut added = false;
+        for id in &order {
+            if waiting.get(id).is_some_and(|d| d.is_empty()) {
+                waiting.remove(id);
+                ready.push_back(id.clone());
+                added = true;
             }
+        }
+        if added {
+            let rank: BTreeMap<&str, usize> = order
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), i))
+                .collect();
+            ready
+                .make_contiguous()
+                .sort_by_key(|id| rank.get(id.as_str()).copied().unwrap_or(usize::MAX));
         }
     };
     take_ready(&mut waiting, &mut ready);
@@ -319,6 +364,38 @@ mod tests {
         assert!(["b", "c", "d", "e"]
             .iter()
             .all(|k| matches!(res[*k], Outcome::Cancelled)));
+    }
+
+    #[tokio::test]
+    async fn the_longest_chain_starts_first_when_too_many_are_ready() {
+        // Three short roots defined first, then the head of a long chain.
+        let nodes = vec![
+            node("s1", &[]),
+            node("s2", &[]),
+            node("s3", &[]),
+            node("head", &[]),
+            node("mid", &["head"]),
+            node("tail", &["mid"]),
+        ];
+        assert_eq!(heights(&nodes)["head"], 3);
+        assert_eq!(heights(&nodes)["s1"], 1);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let out = run(&nodes, 1, Arc::new(AtomicBool::new(false)), move |id| {
+            let l = l.clone();
+            async move {
+                l.lock().unwrap().push(id);
+                Ok(())
+            }
+        })
+        .await;
+        assert!(out.values().all(|o| matches!(o, Outcome::Done)));
+        // Serially: the chain's head and middle beat the short roots; its
+        // last link ties with them and keeps its place in definition order.
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["head", "mid", "s1", "s2", "s3", "tail"].map(String::from)
+        );
     }
 
     #[test]

@@ -359,7 +359,15 @@ impl Engine {
         let serial = self.parallel <= 1;
         let permits = Arc::new(Semaphore::new(self.parallel.max(1) * READ_AHEAD_FACTOR));
         let mut out = BTreeMap::new();
-        for r in self.resources.iter().filter(|r| r.wanted()) {
+        // Longest chains first: their creates can start soonest.
+        let by_id: HashMap<&str, &Arc<dyn Resource>> =
+            self.resources.iter().map(|r| (r.id(), r)).collect();
+        let order = graph::priority_order(&self.nodes);
+        for r in order
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .filter(|r| r.wanted())
+        {
             let id = r.id().to_string();
             let (cx, used) = self.cx.read_ahead(&id, recorded.clone());
             let rec = records.get(r.id()).cloned();
