@@ -695,14 +695,18 @@ pub fn stream_policy(s: &Settings, stream_arn: &str) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_describe_covers_every_alarm_of_the_stack() {
-        let s = Settings {
+    fn settings() -> Settings {
+        Settings {
             suffix: "dev".into(),
             region: "us-east-1".into(),
             account: "123456789012".into(),
             opts: StackOptions::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn one_describe_covers_every_alarm_of_the_stack() {
+        let s = settings();
         let alarms = define(&s)
             .iter()
             .filter(|r| r.kind() == "cloudwatch-alarm")
@@ -717,30 +721,19 @@ mod tests {
     /// container must be done first, so it has to be an ancestor.
     #[test]
     fn every_container_is_an_ancestor() {
-        let s = Settings {
-            suffix: "dev".into(),
-            region: "us-east-1".into(),
-            account: "123456789012".into(),
-            opts: StackOptions::default(),
-        };
+        let s = settings();
         let stack = define(&s);
-        let deps: BTreeMap<String, Vec<String>> = stack
-            .iter()
-            .map(|r| (r.id().to_string(), r.depends_on()))
-            .collect();
+        let ancestors = crate::engine::graph::ancestors(&crate::engine::nodes(&stack));
         let mut checked = 0;
         for r in &stack {
             let Some(container) = r.inside() else {
                 continue;
             };
-            let mut todo = deps[r.id()].clone();
-            let mut seen = std::collections::BTreeSet::new();
-            while let Some(d) = todo.pop() {
-                if seen.insert(d.clone()) {
-                    todo.extend(deps[&d].iter().cloned());
-                }
-            }
-            assert!(seen.contains(container), "{} is inside {container}", r.id());
+            assert!(
+                ancestors[r.id()].contains(container),
+                "{} is inside {container}",
+                r.id()
+            );
             checked += 1;
         }
         assert_eq!(
@@ -769,12 +762,7 @@ mod tests {
 
     #[test]
     fn policies_scope_every_statement_to_an_arn() {
-        let s = Settings {
-            suffix: "dev".into(),
-            region: "us-east-1".into(),
-            account: "123456789012".into(),
-            opts: StackOptions::default(),
-        };
+        let s = settings();
         for vpc in [true, false] {
             let s = Settings {
                 opts: StackOptions {

@@ -157,23 +157,22 @@ where
     // first (ties in definition order, so runs are predictable): with more
     // ready than `parallel`, the critical path is not kept waiting.
     let order = priority_order(nodes);
+    let rank: BTreeMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
     let mut ready: VecDeque<String> = VecDeque::new();
     let take_ready = |waiting: &mut BTreeMap<String, BTreeSet<String>>,
                       ready: &mut VecDeque<String>| {
-        let mut added = false;
+        let before = ready.len();
         for id in &order {
             if waiting.get(id).is_some_and(|d| d.is_empty()) {
                 waiting.remove(id);
                 ready.push_back(id.clone());
-                added = true;
             }
         }
-        if added {
-            let rank: BTreeMap<&str, usize> = order
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str(), i))
-                .collect();
+        if ready.len() > before {
             ready
                 .make_contiguous()
                 .sort_by_key(|id| rank.get(id.as_str()).copied().unwrap_or(usize::MAX));

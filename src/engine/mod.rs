@@ -148,6 +148,17 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
 }
 
+/// The dependency graph of a list of resources.
+pub fn nodes(resources: &[Arc<dyn Resource>]) -> Vec<Node> {
+    resources
+        .iter()
+        .map(|r| Node {
+            id: r.id().to_string(),
+            deps: r.depends_on(),
+        })
+        .collect()
+}
+
 impl Engine {
     pub fn new(
         resources: Vec<Arc<dyn Resource>>,
@@ -157,13 +168,7 @@ impl Engine {
         parallel: usize,
         stop: Arc<AtomicBool>,
     ) -> Result<Self> {
-        let nodes: Vec<Node> = resources
-            .iter()
-            .map(|r| Node {
-                id: r.id().to_string(),
-                deps: r.depends_on(),
-            })
-            .collect();
+        let nodes = nodes(&resources);
         graph::validate(&nodes)?;
         let ancestors = graph::ancestors(&nodes);
         Ok(Self {

@@ -42,8 +42,8 @@ impl FunctionRole {
         })
     }
 
-    fn policy(&self, cx: &Cx) -> Result<Value> {
-        Ok(role_policy(&cx.stack, self.function))
+    fn policy(&self, cx: &Cx) -> Value {
+        role_policy(&cx.stack, self.function)
     }
 
     fn tags(&self, cx: &Cx) -> BTreeMap<String, String> {
@@ -81,7 +81,7 @@ impl Resource for FunctionRole {
         Ok(json!({
             "name": self.name(cx),
             "assume_role_policy": Self::trust_policy(),
-            "policy": self.policy(cx)?,
+            "policy": self.policy(cx),
             "tags": self.tags(cx),
         }))
     }
@@ -113,7 +113,7 @@ impl Resource for FunctionRole {
             live.drift
                 .push(Drift::new("assume_role_policy", &want_trust, &have_trust));
         }
-        let want_policy = self.policy(cx)?;
+        let want_policy = self.policy(cx);
         let have_policy = match policy {
             Ok(p) => decode_policy(p.policy_document()),
             Err(e) if is_code(&e, &["NoSuchEntity"]) => Value::Null,
@@ -218,17 +218,7 @@ impl Resource for FunctionRole {
             Err(e) => return Err(e).context("iam:ListRolePolicies failed"),
         };
         for p in inline {
-            match iam
-                .delete_role_policy()
-                .role_name(&name)
-                .policy_name(&p)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_code(&e, &["NoSuchEntity"]) => {}
-                Err(e) => return Err(e).context("iam:DeleteRolePolicy failed"),
-            }
+            delete_inline_policy(cx, &name, &p).await?;
         }
         let attached = iam
             .list_attached_role_policies()
@@ -256,16 +246,38 @@ impl Resource for FunctionRole {
 
 impl FunctionRole {
     async fn put_policy(&self, cx: &Cx) -> Result<()> {
-        cx.aws
-            .iam
-            .put_role_policy()
-            .role_name(self.name(cx))
-            .policy_name(POLICY_NAME)
-            .policy_document(self.policy(cx)?.to_string())
-            .send()
-            .await
-            .context("iam:PutRolePolicy failed")?;
-        Ok(())
+        put_inline_policy(cx, &self.name(cx), POLICY_NAME, &self.policy(cx)).await
+    }
+}
+
+/// Creates or replaces one inline policy of a role.
+async fn put_inline_policy(cx: &Cx, role: &str, name: &str, doc: &Value) -> Result<()> {
+    cx.aws
+        .iam
+        .put_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .policy_document(doc.to_string())
+        .send()
+        .await
+        .context("iam:PutRolePolicy failed")?;
+    Ok(())
+}
+
+/// Deletes one inline policy of a role; false when it was already gone.
+async fn delete_inline_policy(cx: &Cx, role: &str, name: &str) -> Result<bool> {
+    match cx
+        .aws
+        .iam
+        .delete_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if is_code(&e, &["NoSuchEntity"]) => Ok(false),
+        Err(e) => Err(e).context("iam:DeleteRolePolicy failed"),
     }
 }
 
@@ -298,15 +310,7 @@ impl StreamReadPolicy {
     }
 
     async fn put(cx: &Cx) -> Result<Live> {
-        cx.aws
-            .iam
-            .put_role_policy()
-            .role_name(Self::role(cx))
-            .policy_name(STREAM_POLICY_NAME)
-            .policy_document(Self::policy(cx)?.to_string())
-            .send()
-            .await
-            .context("iam:PutRolePolicy failed")?;
+        put_inline_policy(cx, &Self::role(cx), STREAM_POLICY_NAME, &Self::policy(cx)?).await?;
         Ok(Self::live(cx))
     }
 }
@@ -362,18 +366,6 @@ impl Resource for StreamReadPolicy {
     }
 
     async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
-        match cx
-            .aws
-            .iam
-            .delete_role_policy()
-            .role_name(Self::role(cx))
-            .policy_name(STREAM_POLICY_NAME)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_code(&e, &["NoSuchEntity"]) => Ok(false),
-            Err(e) => Err(e).context("iam:DeleteRolePolicy failed"),
-        }
+        delete_inline_policy(cx, &Self::role(cx), STREAM_POLICY_NAME).await
     }
 }

@@ -34,29 +34,19 @@ pub async fn retry_while<T, E, F, Fut>(
     codes: &[&str],
     limit: Duration,
     waiting_for: &str,
-    mut op: F,
+    op: F,
 ) -> Result<T, E>
 where
     E: ProvideErrorMetadata,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match op().await {
-            Err(e) if is_code(&e, codes) && start.elapsed() + delay < limit => {
-                cx.say(format!(
-                    "waiting for {waiting_for} ({}s so far, up to {}s)",
-                    start.elapsed().as_secs(),
-                    limit.as_secs()
-                ));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-            other => return other,
-        }
-    }
+    let backoff = Backoff {
+        limit,
+        first: Duration::from_millis(500),
+        max: Duration::from_secs(10),
+    };
+    retry_when(cx, |e: &E| is_code(e, codes), backoff, waiting_for, op).await
 }
 
 /// How long a call is retried while a new role or policy propagates in IAM.
@@ -64,24 +54,53 @@ const IAM_PROPAGATION_LIMIT: Duration = Duration::from_secs(120);
 
 /// Retries a call that fails while a new or changed execution role has not
 /// propagated through IAM yet (seconds, sometimes longer).
-pub async fn retry_iam_propagation<T, E, F, Fut>(cx: &Cx, mut op: F) -> Result<T, E>
+pub async fn retry_iam_propagation<T, E, F, Fut>(cx: &Cx, op: F) -> Result<T, E>
 where
     E: ProvideErrorMetadata,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let backoff = Backoff {
+        limit: IAM_PROPAGATION_LIMIT,
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(8),
+    };
+    let waiting_for = "the execution role to propagate in IAM";
+    retry_when(cx, is_iam_propagation, backoff, waiting_for, op).await
+}
+
+/// How long to keep retrying and how the pause between attempts grows.
+struct Backoff {
+    limit: Duration,
+    first: Duration,
+    max: Duration,
+}
+
+/// The retry loop behind `retry_while` and `retry_iam_propagation`: retries
+/// `op` while `transient` says its error will pass, doubling the pause.
+async fn retry_when<T, E, F, Fut>(
+    cx: &Cx,
+    transient: impl Fn(&E) -> bool,
+    backoff: Backoff,
+    waiting_for: &str,
+    mut op: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
 {
     let start = Instant::now();
-    let mut delay = Duration::from_secs(1);
+    let mut delay = backoff.first;
     loop {
         match op().await {
-            Err(e) if is_iam_propagation(&e) && start.elapsed() + delay < IAM_PROPAGATION_LIMIT => {
+            Err(e) if transient(&e) && start.elapsed() + delay < backoff.limit => {
                 cx.say(format!(
-                    "waiting for the execution role to propagate in IAM ({}s so far, up to {}s)",
+                    "waiting for {waiting_for} ({}s so far, up to {}s)",
                     start.elapsed().as_secs(),
-                    IAM_PROPAGATION_LIMIT.as_secs()
+                    backoff.limit.as_secs()
                 ));
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(8));
+                delay = (delay * 2).min(backoff.max);
             }
             other => return other,
         }

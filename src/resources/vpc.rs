@@ -41,16 +41,7 @@ pub struct Net {
 }
 
 fn filters(cx: &Cx, id: &str) -> Vec<Filter> {
-    vec![
-        Filter::builder()
-            .name(format!("tag:{TAG_STACK}"))
-            .values(&cx.stack.suffix)
-            .build(),
-        Filter::builder()
-            .name(format!("tag:{TAG_RESOURCE}"))
-            .values(id)
-            .build(),
-    ]
+    filters_any(cx, &[id])
 }
 
 /// The stack's resources with any of these logical ids (one Describe for
