@@ -352,6 +352,42 @@ async fn delay_rule_delays_matching_calls() {
     assert_eq!(proxy.calls().len(), 3);
 }
 
+/// A latency rule forwards at once and holds only the answer (the emulator's
+/// own time is part of the round trip); matching latency rules add up.
+#[tokio::test]
+async fn latency_rule_holds_the_answer_not_the_request() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint);
+    let conf = support::sdk_config(&proxy.endpoint()).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    ddb.list_tables().send().await.unwrap(); // warm up
+    create_table(&ddb, "warm").await.unwrap();
+
+    proxy.add_rule(Rule::latency("CreateTable", Duration::from_millis(500)));
+    proxy.add_rule(Rule::latency("CreateTable", Duration::from_millis(700)));
+    let t = Instant::now();
+    let pending = tokio::spawn({
+        let ddb = ddb.clone();
+        async move { create_table(&ddb, "held").await.map(|_| Instant::now()) }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let names = ddb.list_tables().send().await.unwrap().table_names;
+    assert!(
+        names.iter().flatten().any(|n| n == "held"),
+        "the request reached moto before its answer was released: {names:?}"
+    );
+    assert!(
+        !pending.is_finished(),
+        "answered before the latency elapsed"
+    );
+    let answered = pending.await.unwrap().unwrap();
+    assert!(
+        answered.duration_since(t) >= Duration::from_millis(1200),
+        "{:?}",
+        answered.duration_since(t)
+    );
+}
+
 /// The harness is usable from a plain `#[test]` (no ambient runtime).
 #[test]
 fn proxy_works_from_sync_test() {

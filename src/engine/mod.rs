@@ -142,7 +142,7 @@ pub struct Engine {
     /// Every resource's dependencies, direct and indirect.
     ancestors: BTreeMap<String, BTreeSet<String>>,
     state: Arc<Mutex<State>>,
-    state_path: PathBuf,
+    writer: Arc<state::Writer>,
     cx: Cx,
     parallel: usize,
     stop: Arc<AtomicBool>,
@@ -175,8 +175,8 @@ impl Engine {
             resources,
             nodes,
             ancestors,
+            writer: Arc::new(state::Writer::new(state_path, state.serial)),
             state: Arc::new(Mutex::new(state)),
-            state_path,
             cx,
             parallel,
             stop,
@@ -215,7 +215,7 @@ impl Engine {
             let res = by_id[&id].clone();
             let cx = self.cx.for_resource(&id);
             let state = self.state.clone();
-            let path = self.state_path.clone();
+            let path = self.writer.clone();
             let entries = entries.clone();
             let changed = changed.clone();
             let created = created.clone();
@@ -229,7 +229,8 @@ impl Engine {
                     .is_none_or(|up| up.is_disjoint(&changed))
             };
             async move {
-                let fresh_container = container_is_new && mode == Mode::Up;
+                // Up created the container, or plan found it missing.
+                let fresh_container = container_is_new && mode != Mode::Down;
                 let pre = match handle {
                     Some(h) if fresh_container => {
                         h.abort();
@@ -368,10 +369,16 @@ impl Engine {
         let by_id: HashMap<&str, &Arc<dyn Resource>> =
             self.resources.iter().map(|r| (r.id(), r)).collect();
         let order = graph::priority_order(&self.nodes);
+        // Something inside a container that the state file records neither
+        // of is looked for in the walk, where a container this run creates
+        // (the usual case: a fresh stack) spares the look-up altogether.
+        let unrecorded_inside = |r: &Arc<dyn Resource>| {
+            !records.contains_key(r.id()) && r.inside().is_some_and(|c| !records.contains_key(c))
+        };
         for r in order
             .iter()
             .filter_map(|id| by_id.get(id.as_str()).copied())
-            .filter(|r| r.wanted())
+            .filter(|r| r.wanted() && !unrecorded_inside(r))
         {
             let id = r.id().to_string();
             let (cx, used) = self.cx.read_ahead(&id, recorded.clone());
@@ -472,9 +479,9 @@ impl Cx {
 
 /// Records a resource's new physical id and attributes, and saves the state
 /// file when the record changed (a no-op run writes nothing).
-fn record(
+async fn record(
     state: &Mutex<State>,
-    path: &std::path::Path,
+    path: &state::Writer,
     res: &dyn Resource,
     cx: &Cx,
     live: &resource::Live,
@@ -487,37 +494,43 @@ fn record(
         applied,
         pending: None,
     };
-    let mut st = lock(state);
-    if st.resources.get(res.id()) == Some(&rec) {
-        return Ok(());
-    }
-    st.resources.insert(res.id().to_string(), rec);
-    st.serial += 1;
-    state::save(path, &st)
+    let serial = {
+        let mut st = lock(state);
+        if st.resources.get(res.id()) == Some(&rec) {
+            return Ok(());
+        }
+        st.resources.insert(res.id().to_string(), rec);
+        st.serial += 1;
+        st.serial
+    };
+    path.save(state, serial).await
 }
 
 /// Writes the intent to create before the call, so a run killed mid-call
 /// leaves a trace: the next run finds the object by name/tag and adopts it.
-fn mark_pending(
+async fn mark_pending(
     state: &Mutex<State>,
-    path: &std::path::Path,
+    path: &state::Writer,
     res: &dyn Resource,
     op: &str,
 ) -> Result<()> {
-    let mut st = lock(state);
-    let rec = st
-        .resources
-        .entry(res.id().to_string())
-        .or_insert_with(|| Record {
-            kind: res.kind().to_string(),
-            physical_id: String::new(),
-            attrs: Default::default(),
-            applied: serde_json::Value::Null,
-            pending: None,
-        });
-    rec.pending = Some(op.to_string());
-    st.serial += 1;
-    state::save(path, &st)
+    let serial = {
+        let mut st = lock(state);
+        let rec = st
+            .resources
+            .entry(res.id().to_string())
+            .or_insert_with(|| Record {
+                kind: res.kind().to_string(),
+                physical_id: String::new(),
+                attrs: Default::default(),
+                applied: serde_json::Value::Null,
+                pending: None,
+            });
+        rec.pending = Some(op.to_string());
+        st.serial += 1;
+        st.serial
+    };
+    path.save(state, serial).await
 }
 
 /// `ahead`: what a read ahead of the graph found, still valid.
@@ -525,7 +538,7 @@ async fn up_one(
     res: &dyn Resource,
     cx: &Cx,
     state: &Mutex<State>,
-    path: &std::path::Path,
+    path: &state::Writer,
     ahead: Option<Option<Live>>,
 ) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
@@ -543,7 +556,7 @@ async fn up_one(
     let (live, action, drift) = match found {
         None => {
             cx.say("creating");
-            mark_pending(state, path, res, "create")?;
+            mark_pending(state, path, res, "create").await?;
             (res.create(cx).await?, Action::Create, vec![])
         }
         Some(live) if !live.drift.is_empty() => {
@@ -556,7 +569,7 @@ async fn up_one(
         Some(live) => (live, Action::NoChange, vec![]),
     };
     cx.publish(res.id(), live.attrs.clone());
-    record(state, path, res, cx, &live)?;
+    record(state, path, res, cx, &live).await?;
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),
@@ -636,7 +649,7 @@ async fn remove_unwanted(
     res: &dyn Resource,
     cx: &Cx,
     state: &Mutex<State>,
-    path: &std::path::Path,
+    path: &state::Writer,
     rec: Option<&Record>,
 ) -> Result<Entry> {
     cx.say("reading");
@@ -648,7 +661,7 @@ async fn remove_unwanted(
         }
         None => false,
     };
-    forget(state, path, res.id())?;
+    forget(state, path, res.id()).await?;
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),
@@ -668,27 +681,30 @@ async fn remove_unwanted(
 }
 
 /// Drops a deleted resource's record and saves the state if it had one.
-fn forget(state: &Mutex<State>, path: &std::path::Path, id: &str) -> Result<()> {
-    let mut st = lock(state);
-    if st.resources.remove(id).is_some() {
+async fn forget(state: &Mutex<State>, path: &state::Writer, id: &str) -> Result<()> {
+    let serial = {
+        let mut st = lock(state);
+        if st.resources.remove(id).is_none() {
+            return Ok(());
+        }
         st.serial += 1;
-        state::save(path, &st)?;
-    }
-    Ok(())
+        st.serial
+    };
+    path.save(state, serial).await
 }
 
 async fn down_one(
     res: &dyn Resource,
     cx: &Cx,
     state: &Mutex<State>,
-    path: &std::path::Path,
+    path: &state::Writer,
 ) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
     cx.say("deleting");
     let existed = res
         .delete(cx, rec.as_ref().and_then(Record::confirmed))
         .await?;
-    forget(state, path, res.id())?;
+    forget(state, path, res.id()).await?;
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),

@@ -107,8 +107,10 @@ pub trait Resource: Send + Sync {
     }
     /// The dependency this resource lives inside (a REST API's routes, a
     /// VPC's subnets), when creating that one always makes a new, empty
-    /// object: if `up` just created it, this resource cannot exist yet and
-    /// is created without being looked for.
+    /// object: if `up` just created it (or `plan` found it missing), this
+    /// resource cannot exist yet and is created without being looked for.
+    /// When the state file records neither, the opening reads leave this
+    /// one out and it is looked for in the walk, if at all.
     fn inside(&self) -> Option<&str> {
         None
     }

@@ -135,14 +135,51 @@ pub fn load(path: &Path) -> Result<Option<State>> {
     Ok(Some(state))
 }
 
-/// Writes the state atomically: temp file in the same directory, fsync,
-/// rename, fsync of the directory.
-pub fn save(path: &Path, state: &State) -> Result<()> {
-    // One write: serde_json writes token by token, and the temporary file
-    // is unbuffered (tens of thousands of syscalls per save otherwise).
+/// The file's bytes, made in memory: serde_json writes token by token, and
+/// the temporary file is unbuffered (tens of thousands of syscalls per save
+/// otherwise).
+fn text(state: &State) -> Result<Vec<u8>> {
     let mut text = serde_json::to_vec_pretty(state)?;
     text.push(b'\n');
-    write_atomic(path, &text, None)
+    Ok(text)
+}
+
+/// Saves a run's state file off the async worker threads (an fsync can take
+/// milliseconds), one write at a time. A write covers every change made
+/// before it starts, so changes that come in while one is in flight share
+/// the next write (group commit); each caller still returns only once its
+/// own change is on disk.
+pub struct Writer {
+    path: PathBuf,
+    /// The serial of the last state written (or loaded).
+    written: tokio::sync::Mutex<u64>,
+}
+
+impl Writer {
+    pub fn new(path: PathBuf, serial_on_disk: u64) -> Self {
+        Self {
+            path,
+            written: tokio::sync::Mutex::new(serial_on_disk),
+        }
+    }
+
+    /// Returns once the state with serial `serial` (or a later one) is saved.
+    pub async fn save(&self, state: &std::sync::Mutex<State>, serial: u64) -> Result<()> {
+        let mut written = self.written.lock().await;
+        if *written >= serial {
+            return Ok(());
+        }
+        let (text, now) = {
+            let st = super::lock(state);
+            (text(&st)?, st.serial)
+        };
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || write_atomic(&path, &text, None))
+            .await
+            .context("the state writer stopped")??;
+        *written = now;
+        Ok(())
+    }
 }
 
 /// Replaces `path` atomically: temp file in the same directory (mode
@@ -230,16 +267,30 @@ impl StackLock {
 mod tests {
     use super::*;
 
-    #[test]
-    fn save_then_load_roundtrips() {
+    #[tokio::test]
+    async fn writer_saves_and_one_write_covers_earlier_changes() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("dev.json");
-        let mut s = State::new("dev", "us-east-1", "123456789012");
-        s.serial = 7;
-        save(&p, &s).unwrap();
-        assert_eq!(load(&p).unwrap().unwrap(), s);
+        let state = std::sync::Mutex::new(State::new("dev", "us-east-1", "123456789012"));
+        let writer = Writer::new(p.clone(), 0);
+        state.lock().unwrap().serial = 7;
+        writer.save(&state, 7).await.unwrap();
+        assert_eq!(load(&p).unwrap().unwrap(), *state.lock().unwrap());
         // No temp files left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        // Two changes, then the first change's save: it writes both, and
+        // the second change's save finds nothing left to write.
+        state.lock().unwrap().serial = 8;
+        state.lock().unwrap().serial = 9;
+        writer.save(&state, 8).await.unwrap();
+        assert_eq!(load(&p).unwrap().unwrap().serial, 9);
+        fs::remove_file(&p).unwrap();
+        writer.save(&state, 9).await.unwrap();
+        assert!(!p.exists(), "serial 9 was already on disk: no second write");
+        state.lock().unwrap().serial = 10;
+        writer.save(&state, 10).await.unwrap();
+        assert_eq!(load(&p).unwrap().unwrap().serial, 10);
     }
 
     #[test]

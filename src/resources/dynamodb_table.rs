@@ -3,7 +3,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Drift, Live, Record, Resource};
-use crate::resources::{is_code, retry_while, tags_drift};
+use crate::resources::{is_code, read_details, retry_while, tags_drift};
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters;
@@ -72,20 +72,26 @@ impl Resource for EventsTable {
         }))
     }
 
-    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+    async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
         let db = &cx.aws.dynamodb;
         let name = cx.stack.table_name();
         let arn = cx.stack.table_arn();
-        let (table, backups, ttl, tags) = tokio::join!(
-            db.describe_table().table_name(&name).send(),
+        let table = async {
+            match db.describe_table().table_name(&name).send().await {
+                Ok(t) => Ok(Some(t)),
+                Err(e) if is_code(&e, &["ResourceNotFoundException"]) => Ok(None),
+                Err(e) => Err(e).context("dynamodb:DescribeTable failed"),
+            }
+        };
+        let details = futures::future::join3(
             db.describe_continuous_backups().table_name(&name).send(),
             db.describe_time_to_live().table_name(&name).send(),
-            db.list_tags_of_resource().resource_arn(&arn).send()
+            db.list_tags_of_resource().resource_arn(&arn).send(),
         );
-        let table = match table {
-            Ok(t) => t,
-            Err(e) if is_code(&e, &["ResourceNotFoundException"]) => return Ok(None),
-            Err(e) => return Err(e).context("dynamodb:DescribeTable failed"),
+        let Some((table, (backups, ttl, tags))) =
+            read_details(rec.is_some(), table, details).await?
+        else {
+            return Ok(None);
         };
         let t = table
             .table()

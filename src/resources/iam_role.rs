@@ -3,7 +3,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{Drift, Live, Record, Resource};
-use crate::resources::{is_code, tags_drift};
+use crate::resources::{is_code, read_details, tags_drift};
 use crate::stack::{ids, role_policy, stream_policy, Function};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -86,21 +86,25 @@ impl Resource for FunctionRole {
         }))
     }
 
-    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+    async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
         let iam = &cx.aws.iam;
         let name = self.name(cx);
-        let (role, policy, tags) = tokio::join!(
-            iam.get_role().role_name(&name).send(),
+        let role = async {
+            match iam.get_role().role_name(&name).send().await {
+                Ok(r) => Ok(Some(r)),
+                Err(e) if is_code(&e, &["NoSuchEntity"]) => Ok(None),
+                Err(e) => Err(e).context("iam:GetRole failed"),
+            }
+        };
+        let details = futures::future::join(
             iam.get_role_policy()
                 .role_name(&name)
                 .policy_name(POLICY_NAME)
                 .send(),
-            iam.list_role_tags().role_name(&name).send()
+            iam.list_role_tags().role_name(&name).send(),
         );
-        let role = match role {
-            Ok(r) => r,
-            Err(e) if is_code(&e, &["NoSuchEntity"]) => return Ok(None),
-            Err(e) => return Err(e).context("iam:GetRole failed"),
+        let Some((role, (policy, tags))) = read_details(rec.is_some(), role, details).await? else {
+            return Ok(None);
         };
         let role = role.role().context("iam:GetRole returned no role")?;
         let mut live = self.live(cx, role.arn());

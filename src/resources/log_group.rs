@@ -2,7 +2,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Live, Record, Resource};
-use crate::resources::{is_code, tags_drift};
+use crate::resources::{is_code, read_details, tags_drift};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use serde_json::json;
@@ -58,22 +58,26 @@ impl Resource for LogGroup {
         )
     }
 
-    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+    async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
         let logs = &cx.aws.logs;
-        let (groups, tags) = tokio::join!(
-            logs.describe_log_groups()
+        let group = async {
+            let groups = logs
+                .describe_log_groups()
                 .log_group_name_prefix(&self.name)
-                .send(),
-            logs.list_tags_for_resource()
-                .resource_arn(self.arn(cx))
                 .send()
-        );
-        let groups = groups.context("logs:DescribeLogGroups failed")?;
-        let Some(group) = groups
-            .log_groups()
-            .iter()
-            .find(|g| g.log_group_name() == Some(self.name.as_str()))
-        else {
+                .await
+                .context("logs:DescribeLogGroups failed")?;
+            Ok(groups
+                .log_groups()
+                .iter()
+                .find(|g| g.log_group_name() == Some(self.name.as_str()))
+                .map(|g| g.retention_in_days()))
+        };
+        let tags = logs
+            .list_tags_for_resource()
+            .resource_arn(self.arn(cx))
+            .send();
+        let Some((retention, tags)) = read_details(rec.is_some(), group, tags).await? else {
             return Ok(None);
         };
         let have_tags: BTreeMap<String, String> = match tags {
@@ -86,7 +90,7 @@ impl Resource for LogGroup {
             &mut live.drift,
             "retention_days",
             &Some(self.retention_days),
-            &group.retention_in_days(),
+            &retention,
         );
         live.drift.extend(tags_drift(&self.tags(cx), &have_tags));
         Ok(Some(live))

@@ -26,6 +26,26 @@ pub fn is_code<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
     e.code().is_some_and(|c| codes.contains(&c))
 }
 
+/// An object's existence check (`Ok(None)`: not there) and the reads of its
+/// details. When the state file records the object, it most likely exists:
+/// both go in one round. Otherwise the details wait for the check, so a
+/// fresh `up` spends no calls on objects that are not there.
+pub async fn read_details<A, B>(
+    recorded: bool,
+    check: impl Future<Output = anyhow::Result<Option<A>>>,
+    details: impl Future<Output = B>,
+) -> anyhow::Result<Option<(A, B)>> {
+    if recorded {
+        let (found, details) = tokio::join!(check, details);
+        Ok(found?.map(|a| (a, details)))
+    } else {
+        match check.await? {
+            Some(a) => Ok(Some((a, details.await))),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Retries `op` while it fails with one of `codes` (an AWS consistency delay
 /// the SDK's own retry does not know about), for at most `limit`, showing
 /// `waiting_for` on the resource's progress line.

@@ -3,7 +3,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Drift, Live, Record, Resource};
-use crate::resources::{is_code, tags_drift};
+use crate::resources::{is_code, read_details, tags_drift};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::types::{
@@ -130,45 +130,29 @@ impl Resource for ArchiveBucket {
     async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
         let s3 = &cx.aws.s3;
         let b = cx.stack.bucket_name();
-        type Head = Result<
-            aws_sdk_s3::operation::head_bucket::HeadBucketOutput,
-            aws_sdk_s3::error::SdkError<
-                aws_sdk_s3::operation::head_bucket::HeadBucketError,
-                aws_sdk_s3::config::http::HttpResponse,
-            >,
-        >;
-        let exists = |head: Head| match head {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
-            Err(e) => Err(e).context("s3:HeadBucket failed"),
-        };
-        let settings = || {
-            futures::future::join(
-                futures::future::join3(
-                    s3.get_bucket_versioning().bucket(&b).send(),
-                    s3.get_bucket_encryption().bucket(&b).send(),
-                    s3.get_bucket_lifecycle_configuration().bucket(&b).send(),
-                ),
-                futures::future::join3(
-                    s3.get_public_access_block().bucket(&b).send(),
-                    s3.get_bucket_policy().bucket(&b).send(),
-                    s3.get_bucket_tagging().bucket(&b).send(),
-                ),
-            )
-        };
-        // When the state file says the bucket exists, its settings are read
-        // in the same round as the existence check.
-        let ((ver, enc, lc), (pab, pol, tags)) = if rec.is_some() {
-            let (head, settings) = tokio::join!(s3.head_bucket().bucket(&b).send(), settings());
-            if !exists(head)? {
-                return Ok(None);
+        let head = async {
+            match s3.head_bucket().bucket(&b).send().await {
+                Ok(_) => Ok(Some(())),
+                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+                Err(e) => Err(e).context("s3:HeadBucket failed"),
             }
-            settings
-        } else {
-            if !exists(s3.head_bucket().bucket(&b).send().await)? {
-                return Ok(None);
-            }
-            settings().await
+        };
+        let settings = futures::future::join(
+            futures::future::join3(
+                s3.get_bucket_versioning().bucket(&b).send(),
+                s3.get_bucket_encryption().bucket(&b).send(),
+                s3.get_bucket_lifecycle_configuration().bucket(&b).send(),
+            ),
+            futures::future::join3(
+                s3.get_public_access_block().bucket(&b).send(),
+                s3.get_bucket_policy().bucket(&b).send(),
+                s3.get_bucket_tagging().bucket(&b).send(),
+            ),
+        );
+        let Some(((), ((ver, enc, lc), (pab, pol, tags)))) =
+            read_details(rec.is_some(), head, settings).await?
+        else {
+            return Ok(None);
         };
         let mut l = Self::live(cx);
         let d = &mut l.drift;

@@ -3,7 +3,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Live, Record, Resource};
-use crate::resources::{is_code, tags_drift};
+use crate::resources::{is_code, read_details, tags_drift};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use aws_sdk_sns::types::Tag;
@@ -143,31 +143,21 @@ impl Resource for AlarmTopic {
     async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
         let sns = &cx.aws.sns;
         let arn = Self::arn(cx);
-        let exists = |found: Result<_, _>| match found {
-            Ok(_) => Ok(true),
-            Err(e) if is_code(&e, &["NotFound", "NotFoundException"]) => Ok(false),
-            Err(e) => Err(e).context("sns:GetTopicAttributes failed"),
+        let found = async {
+            match sns.get_topic_attributes().topic_arn(&arn).send().await {
+                Ok(_) => Ok(Some(())),
+                Err(e) if is_code(&e, &["NotFound", "NotFoundException"]) => Ok(None),
+                Err(e) => Err(e).context("sns:GetTopicAttributes failed"),
+            }
         };
-        let details = || {
-            futures::future::join(
-                sns.list_tags_for_resource().resource_arn(&arn).send(),
-                Self::email_subs(cx, &arn),
-            )
-        };
+        let details = futures::future::join(
+            sns.list_tags_for_resource().resource_arn(&arn).send(),
+            Self::email_subs(cx, &arn),
+        );
         // The ARN is known from the name: when the state file says the
         // topic exists, everything in one round of reads.
-        let (tags, subs) = if rec.is_some() {
-            let (found, details) =
-                tokio::join!(sns.get_topic_attributes().topic_arn(&arn).send(), details());
-            if !exists(found)? {
-                return Ok(None);
-            }
-            details
-        } else {
-            if !exists(sns.get_topic_attributes().topic_arn(&arn).send().await)? {
-                return Ok(None);
-            }
-            details().await
+        let Some(((), (tags, subs))) = read_details(rec.is_some(), found, details).await? else {
+            return Ok(None);
         };
         let have_tags: BTreeMap<String, String> = tags
             .context("sns:ListTagsForResource failed")?

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::client::Waiters;
 use aws_sdk_ec2::types::{
     AttributeBooleanValue, Filter, IpPermission, IpRange, ResourceType, Tag, TagSpecification,
-    VpcAttributeName, VpcEndpointType,
+    VpcAttributeName, VpcEndpointType, VpcState,
 };
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -267,28 +267,33 @@ impl Resource for Vpc {
 
     async fn create(&self, cx: &Cx) -> Result<Live> {
         let name = cx.stack.vpc_name();
-        let out = cx
+        let create = cx
             .aws
             .ec2
             .create_vpc()
             .cidr_block(VPC_CIDR)
             .tag_specifications(tag_spec(cx, ResourceType::Vpc, &self.net.id, &name))
-            .send()
-            .await
-            .context("ec2:CreateVpc failed")?;
-        let vpc_id = out
-            .vpc()
-            .and_then(|v| v.vpc_id())
+            .send();
+        // The subnets need the zones next: learn them while the VPC is made.
+        // A failure here is reported by the create that needs them.
+        let (out, _) = tokio::join!(create, first_two_zones(cx));
+        let out = out.context("ec2:CreateVpc failed")?;
+        let vpc = out.vpc().context("ec2:CreateVpc returned no VPC")?;
+        let vpc_id = vpc
+            .vpc_id()
             .context("ec2:CreateVpc returned no id")?
             .to_string();
-        cx.say("waiting for the VPC to become available");
-        cx.aws
-            .ec2
-            .wait_until_vpc_available()
-            .vpc_ids(&vpc_id)
-            .wait(Duration::from_secs(300))
-            .await
-            .context("the VPC did not become available within 5 minutes")?;
+        // AWS answers `pending`; an answer already `available` needs no wait.
+        if vpc.state() != Some(&VpcState::Available) {
+            cx.say("waiting for the VPC to become available");
+            cx.aws
+                .ec2
+                .wait_until_vpc_available()
+                .vpc_ids(&vpc_id)
+                .wait(Duration::from_secs(300))
+                .await
+                .context("the VPC did not become available within 5 minutes")?;
+        }
         self.enable_dns(cx, &vpc_id, true).await?;
         Ok(net_live(&vpc_id))
     }

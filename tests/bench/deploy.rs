@@ -1,6 +1,10 @@
 //! Deploy-speed benchmark (not a test): the real binary against moto through
-//! the proxy, with a fixed latency injected per call and a larger one for the
-//! calls that are slow on AWS. Prints, side by side from one run: fresh `up`,
+//! the proxy, with a fixed round-trip latency per call and a larger one for
+//! the calls that are slow on AWS. The proxy forwards each call at once and
+//! answers it when its latency has passed, or when moto answers if that is
+//! later: moto's own service time is part of the round trip, as AWS's is,
+//! but moto serving one call at a time still shows when calls queue.
+//! `BENCH_LATENCY=added` adds the latency to moto's time instead. Prints, side by side from one run: fresh `up`,
 //! no-op `up`, `status`, `down` (wall time, reads, writes), the critical-path
 //! lower bound, and `--parallel 1` versus the default.
 //!
@@ -9,7 +13,7 @@
 //! run (where a resource runs alone, so the calls inside its time window are
 //! its own; calls in flight together form one round, a round weighs its
 //! slowest call's injected delay). The account lookup (sts) comes first.
-//! Emulator service time, the binary's CPU and any deliberate sleeps are not
+//! Emulator queueing, the binary's CPU and any deliberate sleeps are not
 //! in the model; the measured per-resource times are printed beside it.
 //!
 //! Run: `scripts/bench.sh` (or `cargo build && cargo run --example deploy-bench -- [LATENCY_MS SLOW_MS]`).
@@ -24,11 +28,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::cli::Env;
 use support::proxy::{Matcher, Protocol, RequestInfo, Rule, Timed};
 
-/// The latency model: what the proxy adds to each call.
+/// The latency model: each call's round trip as AWS would give it.
 #[derive(Clone, Copy)]
 struct Model {
     latency: Duration,
     slow: Duration,
+    /// Add the model's latency to the emulator's own service time (the
+    /// first benchmarks did) instead of making it the whole round trip.
+    added: bool,
 }
 
 impl Model {
@@ -274,10 +281,14 @@ fn env_with_latency(suffix: &str, model: &Model) -> Env {
         let out = support::cli::run(c);
         assert_eq!(out.code, 0, "warm-up {args:?} failed: {out:?}");
     }
+    let rule = if model.added {
+        Rule::delay
+    } else {
+        Rule::latency
+    };
+    env.proxy.add_rule(rule(Matcher::any(), model.latency));
     env.proxy
-        .add_rule(Rule::delay(Matcher::any(), model.latency));
-    env.proxy
-        .add_rule(Rule::delay(Matcher::custom(slow_on_aws), model.slow));
+        .add_rule(rule(Matcher::custom(slow_on_aws), model.slow));
     env
 }
 
@@ -286,8 +297,18 @@ fn main() {
     let model = Model {
         latency: Duration::from_millis(args.first().and_then(|a| a.parse().ok()).unwrap_or(50)),
         slow: Duration::from_millis(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1000)),
+        added: std::env::var("BENCH_LATENCY").is_ok_and(|v| v == "added"),
     };
-    println!("latency model: {} ms per call, +{} ms for CreateTable / CreateFunction / function updates / CreateDeployment", model.latency.as_millis(), model.slow.as_millis());
+    println!(
+        "latency model: {} ms per call, +{} ms for CreateTable / CreateFunction / function updates / CreateDeployment; {}",
+        model.latency.as_millis(),
+        model.slow.as_millis(),
+        if model.added {
+            "added to the emulator's own time (BENCH_LATENCY=added)"
+        } else {
+            "each the call's whole round trip, the emulator's own time included (a call the emulator takes longer over, e.g. queued behind others, takes longer)"
+        }
+    );
 
     // --parallel 1: every resource runs alone, so the calls in its time
     // window are its own chain: the node weights of the lower bound.

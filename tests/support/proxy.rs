@@ -5,7 +5,8 @@
 //! Every request is classified into a [`Call`] (service from the SigV4 credential scope,
 //! operation from `X-Amz-Target`, the Query `Action` form field, or `METHOD /path?query-keys` for
 //! REST protocols) and recorded. [`Rule`]s are consulted per request, in insertion order:
-//! delay rules add latency, the first matching fail rule answers an AWS-style error instead of
+//! delay rules wait before forwarding, latency rules set a floor on the round trip, the first
+//! matching fail rule answers an AWS-style error instead of
 //! forwarding.
 
 use std::fmt;
@@ -147,6 +148,10 @@ pub enum Action {
     },
     /// Wait before forwarding (or before a fail rule answers).
     Delay(Duration),
+    /// Forward at once, but answer no earlier than this long after the
+    /// request arrived: a round trip of this length, of which the
+    /// upstream's own service time is a part (not added to it).
+    Latency(Duration),
     /// Close the connection without answering (a connection reset as the
     /// client sees it).
     Reset,
@@ -206,6 +211,18 @@ impl Rule {
         Rule {
             matcher: matcher.into(),
             action: Action::Delay(delay),
+            remaining: None,
+            chance: None,
+        }
+    }
+
+    /// Give every matching request a round trip of at least `latency`,
+    /// counted from its arrival; the upstream's own time is part of it.
+    /// Several matching latency rules add up.
+    pub fn latency(matcher: impl Into<Matcher>, latency: Duration) -> Rule {
+        Rule {
+            matcher: matcher.into(),
+            action: Action::Latency(latency),
             remaining: None,
             chance: None,
         }
@@ -422,6 +439,7 @@ async fn handle(
 
     // Consult rules: accumulate delays, first matching fail rule wins.
     let mut delay = Duration::ZERO;
+    let mut latency = Duration::ZERO;
     let mut fail = None;
     {
         let mut rules = st.rules.lock().unwrap();
@@ -437,6 +455,7 @@ async fn handle(
             }
             match &rule.action {
                 Action::Delay(d) => delay += *d,
+                Action::Latency(d) => latency += *d,
                 Action::Fail { .. } | Action::Reset if fail.is_some() => continue,
                 Action::Reset => fail = Some((0, String::new(), String::new())),
                 Action::Fail {
@@ -515,6 +534,10 @@ async fn handle(
             }
         }
     };
+
+    if let Some(rest) = latency.checked_sub(start.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
 
     st.calls.lock().unwrap().push(Recorded {
         call: Call {
