@@ -3,6 +3,8 @@
 # model (default 50 ms per call, +1000 ms for the calls slow on AWS).
 # Usage: scripts/bench.sh [LATENCY_MS [SLOW_MS]]
 # BENCH_RELEASE=1 measures the release binary (a ~15 min build the first time).
+# BENCH_UPS=N: fresh ups counted (median; default 5). BENCH_LATENCY=added: the
+# latency is added to the emulator's own time instead of being the whole round trip.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup-moto.sh >/dev/null

@@ -274,10 +274,12 @@ impl Resource for Vpc {
             .cidr_block(VPC_CIDR)
             .tag_specifications(tag_spec(cx, ResourceType::Vpc, &self.net.id, &name))
             .send();
-        // The subnets need the zones next: learn them while the VPC is made.
-        // A failure here is reported by the create that needs them.
-        let (out, _) = tokio::join!(create, first_two_zones(cx));
-        let out = out.context("ec2:CreateVpc failed")?;
+        // The subnets need the zones next: learn them while the VPC is made
+        // (a subnet waits for this lookup if it is still in flight). A
+        // failure here is reported by the create that needs them.
+        let lookup = cx.clone();
+        tokio::spawn(async move { first_two_zones(&lookup).await.ok() });
+        let out = create.await.context("ec2:CreateVpc failed")?;
         let vpc = out.vpc().context("ec2:CreateVpc returned no VPC")?;
         let vpc_id = vpc
             .vpc_id()
