@@ -199,6 +199,32 @@ async fn up_creates_network_and_compute_with_the_spec_settings() {
     let out = env.up(&[]);
     let conf = env.sdk().await;
 
+    // A fresh stack: nothing is found, so no object's details are read, and
+    // nothing inside the VPC is looked for (the VPC is new).
+    let calls = env.proxy.calls();
+    for op in [
+        "ListRoleTags",
+        "DescribeContinuousBackups",
+        "DescribeTimeToLive",
+        "ListTagsOfResource",
+        "ListTagsForResource",
+        "DescribeSubnets",
+        "DescribeRouteTables",
+        "DescribeSecurityGroups",
+        "DescribeVpcEndpoints",
+        "DescribeVpcAttribute",
+    ] {
+        let n = calls.iter().filter(|c| c.operation == op).count();
+        assert_eq!(n, 0, "{op} in a fresh up: {calls:#?}");
+    }
+    // The stream-read policy's own existence check; the roles' policies
+    // are not read.
+    let policy_reads = calls.iter().filter(|c| c.operation == "GetRolePolicy");
+    assert_eq!(policy_reads.count(), 1, "{calls:#?}");
+    // moto answers CreateVpc with `available`: the VPC is looked up once.
+    let vpc_reads = calls.iter().filter(|c| c.operation == "DescribeVpcs");
+    assert_eq!(vpc_reads.count(), 1, "{calls:#?}");
+
     // Network.
     let ec2 = aws_sdk_ec2::Client::new(&conf);
     let vpcs = ec2.describe_vpcs().filters(ours()).send().await.unwrap();
