@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const STATE_VERSION: u32 = 1;
 
@@ -151,21 +152,23 @@ fn text(state: &State) -> Result<Vec<u8>> {
 /// own change is on disk.
 pub struct Writer {
     path: PathBuf,
-    /// The serial of the last state written (or loaded).
-    written: tokio::sync::Mutex<u64>,
+    /// The serial of the last state written (or loaded). Held by the
+    /// blocking write itself, so a caller that stops waiting cannot let a
+    /// newer write overtake an older one still in progress.
+    written: Arc<tokio::sync::Mutex<u64>>,
 }
 
 impl Writer {
     pub fn new(path: PathBuf, serial_on_disk: u64) -> Self {
         Self {
             path,
-            written: tokio::sync::Mutex::new(serial_on_disk),
+            written: Arc::new(tokio::sync::Mutex::new(serial_on_disk)),
         }
     }
 
     /// Returns once the state with serial `serial` (or a later one) is saved.
     pub async fn save(&self, state: &std::sync::Mutex<State>, serial: u64) -> Result<()> {
-        let mut written = self.written.lock().await;
+        let mut written = self.written.clone().lock_owned().await;
         if *written >= serial {
             return Ok(());
         }
@@ -174,11 +177,13 @@ impl Writer {
             (text(&st)?, st.serial)
         };
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || write_atomic(&path, &text, None))
-            .await
-            .context("the state writer stopped")??;
-        *written = now;
-        Ok(())
+        tokio::task::spawn_blocking(move || {
+            write_atomic(&path, &text, None)?;
+            *written = now;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+        .context("the state writer stopped")?
     }
 }
 

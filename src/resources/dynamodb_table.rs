@@ -73,6 +73,160 @@ impl Resource for EventsTable {
     }
 
     async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
+        self.read_as(cx, rec.is_some()).await
+    }
+
+    async fn create(&self, cx: &Cx) -> Result<Live> {
+        let db = &cx.aws.dynamodb;
+        let name = cx.stack.table_name();
+        let created = db
+            .create_table()
+            .table_name(&name)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(KEY)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(KEY)
+                    .key_type(KeyType::Hash)
+                    .build()?,
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .sse_specification(SseSpecification::builder().enabled(true).build())
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()?,
+            )
+            .set_tags(Some(self.aws_tags(cx)?))
+            .send()
+            .await;
+        let created = match created {
+            Ok(out) => out,
+            // An interrupted earlier run created it: converge it instead.
+            Err(e) if is_code(&e, &["ResourceInUseException"]) => {
+                let l = self
+                    .read_as(cx, true)
+                    .await?
+                    .context("table exists but cannot be read")?;
+                return self.update(cx, &l).await;
+            }
+            Err(e) => return Err(e).context("dynamodb:CreateTable failed"),
+        };
+        let t = created
+            .table_description()
+            .context("dynamodb:CreateTable returned no table description")?;
+        if t.table_status() != Some(&TableStatus::Active) {
+            cx.say("waiting for the table to become ACTIVE");
+            db.wait_until_table_exists()
+                .table_name(&name)
+                .wait(Duration::from_secs(600))
+                .await
+                .context("the table did not become ACTIVE within 10 minutes")?;
+        }
+        // Independent settings: both at once.
+        tokio::try_join!(self.enable_pitr(cx), self.enable_ttl(cx))?;
+        // CreateTable's answer names the table and its stream: no re-read
+        // (unless the stream is missing from it).
+        if t.latest_stream_arn().is_none() {
+            return self
+                .read_as(cx, true)
+                .await?
+                .context("the table vanished right after creation");
+        }
+        let arn = cx.stack.table_arn();
+        Ok(live(
+            &name,
+            t.table_arn().unwrap_or(&arn),
+            t.latest_stream_arn(),
+        ))
+    }
+
+    async fn update(&self, cx: &Cx, l: &Live) -> Result<Live> {
+        let db = &cx.aws.dynamodb;
+        let name = cx.stack.table_name();
+        let mut table_update = db.update_table().table_name(&name);
+        let mut needs_table_update = false;
+        for Drift { field, .. } in &l.drift {
+            match field.as_str() {
+                "billing_mode" => {
+                    table_update = table_update.billing_mode(BillingMode::PayPerRequest);
+                    needs_table_update = true;
+                }
+                "sse" => {
+                    table_update = table_update
+                        .sse_specification(SseSpecification::builder().enabled(true).build());
+                    needs_table_update = true;
+                }
+                "stream" => {
+                    table_update = table_update.stream_specification(
+                        StreamSpecification::builder()
+                            .stream_enabled(true)
+                            .stream_view_type(StreamViewType::NewAndOldImages)
+                            .build()?,
+                    );
+                    needs_table_update = true;
+                }
+                "point_in_time_recovery" => self.enable_pitr(cx).await?,
+                "ttl_attribute" => self.enable_ttl(cx).await?,
+                "tags" => {
+                    db.tag_resource()
+                        .resource_arn(cx.stack.table_arn())
+                        .set_tags(Some(self.aws_tags(cx)?))
+                        .send()
+                        .await
+                        .context("dynamodb:TagResource failed")?;
+                }
+                _ => {}
+            }
+        }
+        if needs_table_update {
+            table_update
+                .send()
+                .await
+                .context("dynamodb:UpdateTable failed")?;
+            cx.say("waiting for the table update to finish");
+            db.wait_until_table_exists()
+                .table_name(&name)
+                .wait(Duration::from_secs(600))
+                .await
+                .context("the table did not become ACTIVE within 10 minutes")?;
+        }
+        let mut after = self
+            .read_as(cx, true)
+            .await?
+            .context("the table vanished during update")?;
+        // Report the drift that was repaired, not what is left (nothing).
+        after.drift.clear();
+        Ok(after)
+    }
+
+    async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
+        let db = &cx.aws.dynamodb;
+        let name = cx.stack.table_name();
+        match db.delete_table().table_name(&name).send().await {
+            Ok(_) => {}
+            Err(e) if is_code(&e, &["ResourceNotFoundException"]) => return Ok(false),
+            Err(e) => return Err(e).context("dynamodb:DeleteTable failed"),
+        }
+        cx.say("waiting for the table to be deleted");
+        db.wait_until_table_not_exists()
+            .table_name(&name)
+            .wait(Duration::from_secs(600))
+            .await
+            .context("the table was not deleted within 10 minutes")?;
+        Ok(true)
+    }
+}
+
+impl EventsTable {
+    /// The read, with `recorded` true when the table is known or expected
+    /// to exist: its details are then read in the same round as the check.
+    async fn read_as(&self, cx: &Cx, recorded: bool) -> Result<Option<Live>> {
         let db = &cx.aws.dynamodb;
         let name = cx.stack.table_name();
         let arn = cx.stack.table_arn();
@@ -88,8 +242,7 @@ impl Resource for EventsTable {
             db.describe_time_to_live().table_name(&name).send(),
             db.list_tags_of_resource().resource_arn(&arn).send(),
         );
-        let Some((table, (backups, ttl, tags))) =
-            read_details(rec.is_some(), table, details).await?
+        let Some((table, (backups, ttl, tags))) = read_details(recorded, table, details).await?
         else {
             return Ok(None);
         };
@@ -171,154 +324,6 @@ impl Resource for EventsTable {
         Ok(Some(l))
     }
 
-    async fn create(&self, cx: &Cx) -> Result<Live> {
-        let db = &cx.aws.dynamodb;
-        let name = cx.stack.table_name();
-        let created = db
-            .create_table()
-            .table_name(&name)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(KEY)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name(KEY)
-                    .key_type(KeyType::Hash)
-                    .build()?,
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .sse_specification(SseSpecification::builder().enabled(true).build())
-            .stream_specification(
-                StreamSpecification::builder()
-                    .stream_enabled(true)
-                    .stream_view_type(StreamViewType::NewAndOldImages)
-                    .build()?,
-            )
-            .set_tags(Some(self.aws_tags(cx)?))
-            .send()
-            .await;
-        let created = match created {
-            Ok(out) => out,
-            // An interrupted earlier run created it: converge it instead.
-            Err(e) if is_code(&e, &["ResourceInUseException"]) => {
-                let l = self
-                    .read(cx, None)
-                    .await?
-                    .context("table exists but cannot be read")?;
-                return self.update(cx, &l).await;
-            }
-            Err(e) => return Err(e).context("dynamodb:CreateTable failed"),
-        };
-        let t = created
-            .table_description()
-            .context("dynamodb:CreateTable returned no table description")?;
-        if t.table_status() != Some(&TableStatus::Active) {
-            cx.say("waiting for the table to become ACTIVE");
-            db.wait_until_table_exists()
-                .table_name(&name)
-                .wait(Duration::from_secs(600))
-                .await
-                .context("the table did not become ACTIVE within 10 minutes")?;
-        }
-        // Independent settings: both at once.
-        tokio::try_join!(self.enable_pitr(cx), self.enable_ttl(cx))?;
-        // CreateTable's answer names the table and its stream: no re-read
-        // (unless the stream is missing from it).
-        if t.latest_stream_arn().is_none() {
-            return self
-                .read(cx, None)
-                .await?
-                .context("the table vanished right after creation");
-        }
-        let arn = cx.stack.table_arn();
-        Ok(live(
-            &name,
-            t.table_arn().unwrap_or(&arn),
-            t.latest_stream_arn(),
-        ))
-    }
-
-    async fn update(&self, cx: &Cx, l: &Live) -> Result<Live> {
-        let db = &cx.aws.dynamodb;
-        let name = cx.stack.table_name();
-        let mut table_update = db.update_table().table_name(&name);
-        let mut needs_table_update = false;
-        for Drift { field, .. } in &l.drift {
-            match field.as_str() {
-                "billing_mode" => {
-                    table_update = table_update.billing_mode(BillingMode::PayPerRequest);
-                    needs_table_update = true;
-                }
-                "sse" => {
-                    table_update = table_update
-                        .sse_specification(SseSpecification::builder().enabled(true).build());
-                    needs_table_update = true;
-                }
-                "stream" => {
-                    table_update = table_update.stream_specification(
-                        StreamSpecification::builder()
-                            .stream_enabled(true)
-                            .stream_view_type(StreamViewType::NewAndOldImages)
-                            .build()?,
-                    );
-                    needs_table_update = true;
-                }
-                "point_in_time_recovery" => self.enable_pitr(cx).await?,
-                "ttl_attribute" => self.enable_ttl(cx).await?,
-                "tags" => {
-                    db.tag_resource()
-                        .resource_arn(cx.stack.table_arn())
-                        .set_tags(Some(self.aws_tags(cx)?))
-                        .send()
-                        .await
-                        .context("dynamodb:TagResource failed")?;
-                }
-                _ => {}
-            }
-        }
-        if needs_table_update {
-            table_update
-                .send()
-                .await
-                .context("dynamodb:UpdateTable failed")?;
-            cx.say("waiting for the table update to finish");
-            db.wait_until_table_exists()
-                .table_name(&name)
-                .wait(Duration::from_secs(600))
-                .await
-                .context("the table did not become ACTIVE within 10 minutes")?;
-        }
-        let mut after = self
-            .read(cx, None)
-            .await?
-            .context("the table vanished during update")?;
-        // Report the drift that was repaired, not what is left (nothing).
-        after.drift.clear();
-        Ok(after)
-    }
-
-    async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
-        let db = &cx.aws.dynamodb;
-        let name = cx.stack.table_name();
-        match db.delete_table().table_name(&name).send().await {
-            Ok(_) => {}
-            Err(e) if is_code(&e, &["ResourceNotFoundException"]) => return Ok(false),
-            Err(e) => return Err(e).context("dynamodb:DeleteTable failed"),
-        }
-        cx.say("waiting for the table to be deleted");
-        db.wait_until_table_not_exists()
-            .table_name(&name)
-            .wait(Duration::from_secs(600))
-            .await
-            .context("the table was not deleted within 10 minutes")?;
-        Ok(true)
-    }
-}
-
-impl EventsTable {
     async fn enable_pitr(&self, cx: &Cx) -> Result<()> {
         let db = &cx.aws.dynamodb;
         let name = cx.stack.table_name();

@@ -87,57 +87,7 @@ impl Resource for FunctionRole {
     }
 
     async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
-        let iam = &cx.aws.iam;
-        let name = self.name(cx);
-        let role = async {
-            match iam.get_role().role_name(&name).send().await {
-                Ok(r) => Ok(Some(r)),
-                Err(e) if is_code(&e, &["NoSuchEntity"]) => Ok(None),
-                Err(e) => Err(e).context("iam:GetRole failed"),
-            }
-        };
-        let details = futures::future::join(
-            iam.get_role_policy()
-                .role_name(&name)
-                .policy_name(POLICY_NAME)
-                .send(),
-            iam.list_role_tags().role_name(&name).send(),
-        );
-        let Some((role, (policy, tags))) = read_details(rec.is_some(), role, details).await? else {
-            return Ok(None);
-        };
-        let role = role.role().context("iam:GetRole returned no role")?;
-        let mut live = self.live(cx, role.arn());
-        let want_trust = Self::trust_policy();
-        let have_trust = role
-            .assume_role_policy_document()
-            .map(decode_policy)
-            .unwrap_or(Value::Null);
-        if want_trust != have_trust {
-            live.drift
-                .push(Drift::new("assume_role_policy", &want_trust, &have_trust));
-        }
-        let want_policy = self.policy(cx);
-        let have_policy = match policy {
-            Ok(p) => decode_policy(p.policy_document()),
-            Err(e) if is_code(&e, &["NoSuchEntity"]) => Value::Null,
-            Err(e) => return Err(e).context("iam:GetRolePolicy failed"),
-        };
-        if want_policy != have_policy {
-            live.drift
-                .push(Drift::new("policy", &want_policy, &have_policy));
-        }
-        let have_tags: BTreeMap<String, String> = match tags {
-            Ok(t) => t
-                .tags()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect(),
-            Err(e) if is_code(&e, &["NoSuchEntity"]) => BTreeMap::new(),
-            Err(e) => return Err(e).context("iam:ListRoleTags failed"),
-        };
-        live.drift.extend(tags_drift(&self.tags(cx), &have_tags));
-        Ok(Some(live))
+        self.read_as(cx, rec.is_some()).await
     }
 
     async fn create(&self, cx: &Cx) -> Result<Live> {
@@ -167,7 +117,7 @@ impl Resource for FunctionRole {
             // Created by an earlier, interrupted run: converge it instead.
             Err(e) if is_code(&e, &["EntityAlreadyExists"]) => {
                 let live = self
-                    .read(cx, None)
+                    .read_as(cx, true)
                     .await?
                     .context("role exists but cannot be read")?;
                 return self.update(cx, &live).await;
@@ -249,6 +199,62 @@ impl Resource for FunctionRole {
 }
 
 impl FunctionRole {
+    /// The read, with `recorded` true when the role is known or expected
+    /// to exist: its details are then read in the same round as the check.
+    async fn read_as(&self, cx: &Cx, recorded: bool) -> Result<Option<Live>> {
+        let iam = &cx.aws.iam;
+        let name = self.name(cx);
+        let role = async {
+            match iam.get_role().role_name(&name).send().await {
+                Ok(r) => Ok(Some(r)),
+                Err(e) if is_code(&e, &["NoSuchEntity"]) => Ok(None),
+                Err(e) => Err(e).context("iam:GetRole failed"),
+            }
+        };
+        let details = futures::future::join(
+            iam.get_role_policy()
+                .role_name(&name)
+                .policy_name(POLICY_NAME)
+                .send(),
+            iam.list_role_tags().role_name(&name).send(),
+        );
+        let Some((role, (policy, tags))) = read_details(recorded, role, details).await? else {
+            return Ok(None);
+        };
+        let role = role.role().context("iam:GetRole returned no role")?;
+        let mut live = self.live(cx, role.arn());
+        let want_trust = Self::trust_policy();
+        let have_trust = role
+            .assume_role_policy_document()
+            .map(decode_policy)
+            .unwrap_or(Value::Null);
+        if want_trust != have_trust {
+            live.drift
+                .push(Drift::new("assume_role_policy", &want_trust, &have_trust));
+        }
+        let want_policy = self.policy(cx);
+        let have_policy = match policy {
+            Ok(p) => decode_policy(p.policy_document()),
+            Err(e) if is_code(&e, &["NoSuchEntity"]) => Value::Null,
+            Err(e) => return Err(e).context("iam:GetRolePolicy failed"),
+        };
+        if want_policy != have_policy {
+            live.drift
+                .push(Drift::new("policy", &want_policy, &have_policy));
+        }
+        let have_tags: BTreeMap<String, String> = match tags {
+            Ok(t) => t
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+            Err(e) if is_code(&e, &["NoSuchEntity"]) => BTreeMap::new(),
+            Err(e) => return Err(e).context("iam:ListRoleTags failed"),
+        };
+        live.drift.extend(tags_drift(&self.tags(cx), &have_tags));
+        Ok(Some(live))
+    }
+
     async fn put_policy(&self, cx: &Cx) -> Result<()> {
         put_inline_policy(cx, &self.name(cx), POLICY_NAME, &self.policy(cx)).await
     }

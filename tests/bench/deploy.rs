@@ -414,7 +414,7 @@ fn main() {
         p1.wall / up_median,
         serial_model / bound
     );
-    println!("| fresh up (default --parallel 10) | {:.2} | {} | {} | {:.2} | {:.2} × critical path ({:.2} s, latency model); {:.2} × measured critical path ({:.2} s); {spread} s |", up_median, up.reads, up.writes, up.cpu, up_median / bound, bound, up_median / bound_measured, bound_measured);
+    println!("| fresh up (default --parallel 10) | {:.2} | {} | {} | {:.2} | {:.2} × critical path ({:.2} s, latency model); {:.2} × measured critical path ({:.2} s); {spread} s (reads, writes, CPU: the first) |", up_median, up.reads, up.writes, up.cpu, up_median / bound, bound, up_median / bound_measured, bound_measured);
     println!("| no-op up | {:.2} | {} | {} | {:.2} | {:.2} × slowest resource read ({:.2} s); {:.1} reads/resource, at most {} round(s) each |", noop.wall, noop.reads, noop.writes, noop.cpu, noop.wall / slowest_read(&noop), slowest_read(&noop), noop.reads as f64 / resources as f64, max_rounds);
     println!(
         "| status | {:.2} | {} | {} | {:.2} | {:.2} × slowest resource read ({:.2} s) |",
