@@ -494,12 +494,28 @@ async fn record(
         applied,
         pending: None,
     };
-    let serial = {
-        let mut st = lock(state);
+    change(state, path, |st| {
         if st.resources.get(res.id()) == Some(&rec) {
-            return Ok(());
+            return false;
         }
         st.resources.insert(res.id().to_string(), rec);
+        true
+    })
+    .await
+}
+
+/// Applies `edit` to the state and, when it changed something (returns
+/// true), bumps the serial and returns once that is saved.
+async fn change(
+    state: &Mutex<State>,
+    path: &state::Writer,
+    edit: impl FnOnce(&mut State) -> bool,
+) -> Result<()> {
+    let serial = {
+        let mut st = lock(state);
+        if !edit(&mut st) {
+            return Ok(());
+        }
         st.serial += 1;
         st.serial
     };
@@ -514,8 +530,7 @@ async fn mark_pending(
     res: &dyn Resource,
     op: &str,
 ) -> Result<()> {
-    let serial = {
-        let mut st = lock(state);
+    change(state, path, |st| {
         let rec = st
             .resources
             .entry(res.id().to_string())
@@ -527,10 +542,9 @@ async fn mark_pending(
                 pending: None,
             });
         rec.pending = Some(op.to_string());
-        st.serial += 1;
-        st.serial
-    };
-    path.save(state, serial).await
+        true
+    })
+    .await
 }
 
 /// `ahead`: what a read ahead of the graph found, still valid.
@@ -682,15 +696,7 @@ async fn remove_unwanted(
 
 /// Drops a deleted resource's record and saves the state if it had one.
 async fn forget(state: &Mutex<State>, path: &state::Writer, id: &str) -> Result<()> {
-    let serial = {
-        let mut st = lock(state);
-        if st.resources.remove(id).is_none() {
-            return Ok(());
-        }
-        st.serial += 1;
-        st.serial
-    };
-    path.save(state, serial).await
+    change(state, path, |st| st.resources.remove(id).is_some()).await
 }
 
 async fn down_one(
