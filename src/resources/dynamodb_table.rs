@@ -3,7 +3,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Drift, Live, Record, Resource};
-use crate::resources::{is_code, read_details, retry_while, tags_drift};
+use crate::resources::{found, is_code, read_details, retry_while, tags_drift};
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters;
@@ -231,11 +231,12 @@ impl EventsTable {
         let name = cx.stack.table_name();
         let arn = cx.stack.table_arn();
         let table = async {
-            match db.describe_table().table_name(&name).send().await {
-                Ok(t) => Ok(Some(t)),
-                Err(e) if is_code(&e, &["ResourceNotFoundException"]) => Ok(None),
-                Err(e) => Err(e).context("dynamodb:DescribeTable failed"),
-            }
+            let answer = db.describe_table().table_name(&name).send().await;
+            found(
+                answer,
+                &["ResourceNotFoundException"],
+                "dynamodb:DescribeTable",
+            )
         };
         let details = futures::future::join3(
             db.describe_continuous_backups().table_name(&name).send(),

@@ -3,7 +3,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{Drift, Live, Record, Resource};
-use crate::resources::{is_code, read_details, tags_drift};
+use crate::resources::{found, is_code, read_details, tags_drift};
 use crate::stack::{ids, role_policy, stream_policy, Function};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -205,11 +205,8 @@ impl FunctionRole {
         let iam = &cx.aws.iam;
         let name = self.name(cx);
         let role = async {
-            match iam.get_role().role_name(&name).send().await {
-                Ok(r) => Ok(Some(r)),
-                Err(e) if is_code(&e, &["NoSuchEntity"]) => Ok(None),
-                Err(e) => Err(e).context("iam:GetRole failed"),
-            }
+            let answer = iam.get_role().role_name(&name).send().await;
+            found(answer, &["NoSuchEntity"], "iam:GetRole")
         };
         let details = futures::future::join(
             iam.get_role_policy()

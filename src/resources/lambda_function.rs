@@ -11,7 +11,7 @@
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Drift, Live, Record, Resource};
 use crate::lambdas;
-use crate::resources::{is_code, retry_iam_propagation, tags_drift};
+use crate::resources::{found, is_code, retry_iam_propagation, tags_drift};
 use crate::stack::{ids, Function, Signature};
 use anyhow::{anyhow, bail, Context, Result};
 use async_trait::async_trait;
@@ -618,22 +618,24 @@ impl Resource for LambdaFunction {
 /// `None` when the function does not exist or has none.
 pub async fn deployed_signing_secret(cx: &Cx) -> Result<Option<String>> {
     let name = cx.stack.function_name(Function::Receiver);
-    match cx
+    let answer = cx
         .aws
         .lambda
         .get_function_configuration()
         .function_name(&name)
         .send()
-        .await
-    {
-        Ok(c) => Ok(c
-            .environment()
+        .await;
+    let config = found(
+        answer,
+        &["ResourceNotFoundException"],
+        "lambda:GetFunctionConfiguration",
+    )?;
+    Ok(config.and_then(|c| {
+        c.environment()
             .and_then(|e| e.variables())
             .and_then(|v| v.get(SECRET_VAR))
-            .cloned()),
-        Err(e) if is_code(&e, &["ResourceNotFoundException"]) => Ok(None),
-        Err(e) => Err(e).context("lambda:GetFunctionConfiguration failed"),
-    }
+            .cloned()
+    }))
 }
 
 impl LambdaFunction {

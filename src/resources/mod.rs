@@ -16,6 +16,7 @@ pub mod usage_plan;
 pub mod vpc;
 
 use crate::engine::context::Cx;
+use anyhow::Context as _;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,6 +25,19 @@ use std::time::{Duration, Instant};
 /// True when the error's code is one of `codes`.
 pub fn is_code<E: ProvideErrorMetadata>(e: &E, codes: &[&str]) -> bool {
     e.code().is_some_and(|c| codes.contains(&c))
+}
+
+/// A read's answer, or `None` when its error code says the object is not
+/// there (one of `missing`); other errors name the call that failed.
+pub fn found<T, E>(answer: Result<T, E>, missing: &[&str], call: &str) -> anyhow::Result<Option<T>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match answer {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if is_code(&e, missing) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("{call} failed")),
+    }
 }
 
 /// An object's existence check (`Ok(None)`: not there) and the reads of its

@@ -3,7 +3,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Live, Record, Resource};
-use crate::resources::{is_code, read_details, tags_drift};
+use crate::resources::{found, is_code, read_details, tags_drift};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use aws_sdk_sns::types::Tag;
@@ -143,12 +143,13 @@ impl Resource for AlarmTopic {
     async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
         let sns = &cx.aws.sns;
         let arn = Self::arn(cx);
-        let found = async {
-            match sns.get_topic_attributes().topic_arn(&arn).send().await {
-                Ok(_) => Ok(Some(())),
-                Err(e) if is_code(&e, &["NotFound", "NotFoundException"]) => Ok(None),
-                Err(e) => Err(e).context("sns:GetTopicAttributes failed"),
-            }
+        let topic = async {
+            let answer = sns.get_topic_attributes().topic_arn(&arn).send().await;
+            found(
+                answer,
+                &["NotFound", "NotFoundException"],
+                "sns:GetTopicAttributes",
+            )
         };
         let details = futures::future::join(
             sns.list_tags_for_resource().resource_arn(&arn).send(),
@@ -156,7 +157,7 @@ impl Resource for AlarmTopic {
         );
         // The ARN is known from the name: when the state file says the
         // topic exists, everything in one round of reads.
-        let Some(((), (tags, subs))) = read_details(rec.is_some(), found, details).await? else {
+        let Some((_, (tags, subs))) = read_details(rec.is_some(), topic, details).await? else {
             return Ok(None);
         };
         let have_tags: BTreeMap<String, String> = tags

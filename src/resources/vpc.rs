@@ -816,9 +816,8 @@ impl SecurityGroup {
     }
 
     /// Makes the rules exactly: no ingress, egress TCP 443 only (the
-    /// default allow-all egress rule is removed).
-    /// Brings the group's rules to: no ingress, HTTPS egress only. The
-    /// changes are independent, so they go out at once.
+    /// default allow-all egress rule is removed). The changes are
+    /// independent, so they go out at once.
     async fn converge_rules(&self, cx: &Cx, sg: &aws_sdk_ec2::types::SecurityGroup) -> Result<()> {
         let id = sg.group_id().unwrap_or_default();
         let egress = rules(sg.ip_permissions_egress());

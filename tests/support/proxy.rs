@@ -6,8 +6,7 @@
 //! operation from `X-Amz-Target`, the Query `Action` form field, or `METHOD /path?query-keys` for
 //! REST protocols) and recorded. [`Rule`]s are consulted per request, in insertion order:
 //! delay rules wait before forwarding, latency rules set a floor on the round trip, the first
-//! matching fail rule answers an AWS-style error instead of
-//! forwarding.
+//! matching fail rule answers an AWS-style error instead of forwarding.
 
 use std::fmt;
 use std::net::SocketAddr;
