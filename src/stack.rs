@@ -13,7 +13,10 @@ use crate::resources::{
     event_source_mapping::StreamMapping,
     lambda_function::LambdaFunction,
     lambda_permission::LambdaPermission,
-    vpc::{GatewayEndpoint, Net, RouteTable, SecurityGroup, Subnet, Vpc},
+    vpc::{
+        GatewayEndpoint, Net, RouteTable, RouteTableAssociations, SecurityGroup, Subnet, Vpc,
+        VpcDns,
+    },
 };
 use crate::resources::{
     dynamodb_table::EventsTable,
@@ -347,7 +350,9 @@ pub mod ids {
     // Network (absent with `--no-vpc`). Attribute `id` on each.
     pub const VPC: &str = "vpc";
     pub const SUBNETS: [&str; 2] = ["subnet-a", "subnet-b"];
+    pub const VPC_DNS: &str = "vpc-dns";
     pub const ROUTE_TABLE: &str = "route-table";
+    pub const ROUTE_TABLE_ASSOCIATIONS: &str = "route-table-associations";
     pub const SECURITY_GROUP: &str = "lambda-sg";
     pub const S3_ENDPOINT: &str = "s3-endpoint";
     pub const DYNAMODB_ENDPOINT: &str = "dynamodb-endpoint";
@@ -415,11 +420,12 @@ pub fn define(s: &Settings) -> Vec<Arc<dyn Resource>> {
 
 /// The stack's network resources, which the functions run in.
 fn network_ids() -> Vec<String> {
-    let mut v = vec![ids::VPC.to_string()];
+    let mut v = vec![ids::VPC.to_string(), ids::VPC_DNS.to_string()];
     v.extend(ids::SUBNETS.map(String::from));
     v.extend(
         [
             ids::ROUTE_TABLE,
+            ids::ROUTE_TABLE_ASSOCIATIONS,
             ids::SECURITY_GROUP,
             ids::S3_ENDPOINT,
             ids::DYNAMODB_ENDPOINT,
@@ -429,10 +435,11 @@ fn network_ids() -> Vec<String> {
     v
 }
 
-/// VPC → subnets → route table → endpoints, and the security group. With
-/// `--no-vpc` the same resources are unwanted and their dependencies run
-/// the other way: they go only after the functions have left the VPC, the
-/// VPC last.
+/// VPC → its DNS settings, subnets, route table and security group →
+/// the subnets' route-table associations and the endpoints on that route
+/// table: three rounds of calls. With `--no-vpc` the same resources are
+/// unwanted and their dependencies run the other way: they go only after
+/// the functions have left the VPC, the VPC last.
 fn define_network(s: &Settings, stack: &mut Vec<Arc<dyn Resource>>) {
     let wanted = s.opts.vpc;
     let functions: Vec<String> = Function::ALL.iter().map(|f| ids::function(*f)).collect();
@@ -442,22 +449,38 @@ fn define_network(s: &Settings, stack: &mut Vec<Arc<dyn Resource>>) {
         deps: if wanted { when_wanted } else { when_unwanted },
         wanted,
     };
-    let endpoints = own(&[ids::S3_ENDPOINT, ids::DYNAMODB_ENDPOINT]);
-    let route_table_after = [endpoints.clone(), functions.clone()].concat();
-    let subnet_after = [own(&[ids::ROUTE_TABLE]), functions.clone()].concat();
+    let after_functions = |v: &[&str]| [own(v), functions.clone()].concat();
     let vpc_after = network_ids()[1..].to_vec();
 
     stack.push(Arc::new(Vpc::new(net(ids::VPC, vec![], vpc_after))));
+    stack.push(Arc::new(VpcDns::new(net(
+        ids::VPC_DNS,
+        own(&[ids::VPC]),
+        functions.clone(),
+    ))));
     for (i, id) in ids::SUBNETS.iter().enumerate() {
         stack.push(Arc::new(Subnet::new(
-            net(id, own(&[ids::VPC]), subnet_after.clone()),
+            net(
+                id,
+                own(&[ids::VPC]),
+                after_functions(&[ids::ROUTE_TABLE, ids::ROUTE_TABLE_ASSOCIATIONS]),
+            ),
             i,
         )));
     }
     stack.push(Arc::new(RouteTable::new(net(
         ids::ROUTE_TABLE,
-        own(&[ids::VPC, ids::SUBNETS[0], ids::SUBNETS[1]]),
-        route_table_after,
+        own(&[ids::VPC]),
+        after_functions(&[
+            ids::ROUTE_TABLE_ASSOCIATIONS,
+            ids::S3_ENDPOINT,
+            ids::DYNAMODB_ENDPOINT,
+        ]),
+    ))));
+    stack.push(Arc::new(RouteTableAssociations::new(net(
+        ids::ROUTE_TABLE_ASSOCIATIONS,
+        own(&[ids::ROUTE_TABLE, ids::SUBNETS[0], ids::SUBNETS[1]]),
+        functions.clone(),
     ))));
     stack.push(Arc::new(SecurityGroup::new(net(
         ids::SECURITY_GROUP,
@@ -737,9 +760,31 @@ mod tests {
             checked += 1;
         }
         assert_eq!(
-            checked, 11,
-            "route, method, deployment, stage, plan key, 6 network"
+            checked, 13,
+            "route, method, deployment, stage, plan key, 8 network"
         );
+    }
+
+    /// The functions wait for the whole network, which is three rounds of
+    /// calls deep: the VPC; its DNS settings, subnets, route table and
+    /// security group; the associations and endpoints.
+    #[test]
+    fn the_network_is_three_steps_deep() {
+        let stack = define(&settings());
+        let deps: BTreeMap<&str, Vec<String>> =
+            stack.iter().map(|r| (r.id(), r.depends_on())).collect();
+        fn depth(id: &str, deps: &BTreeMap<&str, Vec<String>>) -> usize {
+            1 + deps[id].iter().map(|d| depth(d, deps)).max().unwrap_or(0)
+        }
+        let network = network_ids();
+        let deepest = network.iter().map(|id| depth(id, &deps)).max();
+        assert_eq!(deepest, Some(3));
+        for f in Function::ALL {
+            let id = ids::function(f);
+            for n in &network {
+                assert!(deps[id.as_str()].contains(n), "{id} does not wait for {n}");
+            }
+        }
     }
 
     #[test]

@@ -31,8 +31,8 @@ const ROLES: [&str; 3] = [
     "dead-letter-handler-role-c1",
 ];
 /// Resources of the whole stack as far as these layers go (foundation 8 +
-/// network 7 + compute 6); the API/monitoring layers add theirs.
-const NETWORK: usize = 7;
+/// network 9 + compute 6); the API/monitoring layers add theirs.
+const NETWORK: usize = 9;
 
 struct Env {
     moto: Moto,
@@ -688,6 +688,151 @@ async fn drift_is_named_by_status_and_repaired_by_up() {
     assert_eq!(m.state(), Some("Enabled"));
 }
 
+/// The VPC's DNS settings and the route table's associations are resources
+/// of their own: a state file from before (which has neither) adopts them
+/// without a call that changes anything, and drift in either is named and
+/// repaired, a foreign subnet detached.
+#[tokio::test(flavor = "multi_thread")]
+async fn vpc_dns_and_route_table_associations_adopt_and_repair() {
+    let env = Env::start();
+    env.up(&[]);
+    let mut st: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
+    let resources = st["resources"].as_object_mut().unwrap();
+    for id in ["vpc-dns", "route-table-associations"] {
+        assert!(resources.remove(id).is_some(), "{id} not recorded");
+    }
+    std::fs::write(env.state_file(), serde_json::to_string(&st).unwrap()).unwrap();
+    let out = env.up(&[]);
+    assert!(out.stderr.contains(", 2 adopted"), "{out:?}");
+    let m = env.proxy.mutating_calls();
+    assert!(m.is_empty(), "adoption mutated AWS: {m:#?}");
+
+    let conf = env.sdk().await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    let vpc_id = ec2
+        .describe_vpcs()
+        .filters(ours())
+        .send()
+        .await
+        .unwrap()
+        .vpcs()[0]
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let subnet_id = |id: &str| {
+        let ec2 = ec2.clone();
+        let id = id.to_string();
+        async move {
+            ec2.describe_subnets()
+                .filters(ours())
+                .filters(by_id(&id))
+                .send()
+                .await
+                .unwrap()
+                .subnets()[0]
+                .subnet_id()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let (subnet_a, subnet_b) = (subnet_id("subnet-a").await, subnet_id("subnet-b").await);
+    let route_table = || async {
+        ec2.describe_route_tables()
+            .filters(ours())
+            .filters(by_id("route-table"))
+            .send()
+            .await
+            .unwrap()
+            .route_tables()[0]
+            .clone()
+    };
+    let rt = route_table().await;
+    let rt_id = rt.route_table_id().unwrap().to_string();
+    let assoc_a = rt
+        .associations()
+        .iter()
+        .find(|a| a.subnet_id() == Some(subnet_a.as_str()))
+        .and_then(|a| a.route_table_association_id())
+        .unwrap()
+        .to_string();
+
+    // Out of band: DNS hostnames off, subnet-a detached, a foreign subnet
+    // attached to the stack's route table.
+    ec2.modify_vpc_attribute()
+        .vpc_id(&vpc_id)
+        .enable_dns_hostnames(
+            aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                .value(false)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ec2.disassociate_route_table()
+        .association_id(&assoc_a)
+        .send()
+        .await
+        .unwrap();
+    let foreign = ec2
+        .create_subnet()
+        .vpc_id(&vpc_id)
+        .cidr_block("10.0.9.0/24")
+        .send()
+        .await
+        .unwrap();
+    let foreign = foreign.subnet().unwrap().subnet_id().unwrap().to_string();
+    ec2.associate_route_table()
+        .route_table_id(&rt_id)
+        .subnet_id(&foreign)
+        .send()
+        .await
+        .unwrap();
+
+    let json = env.run(&["status", "--output", "json"]);
+    assert_eq!(json.code, 2, "{json:?}");
+    assert_eq!(
+        drifted(&json.stdout),
+        BTreeMap::from([
+            ("vpc-dns".to_string(), vec!["dns_hostnames".to_string()]),
+            (
+                "route-table-associations".to_string(),
+                vec!["subnet_associations".to_string()]
+            ),
+        ])
+    );
+    let up = env.up(&[]);
+    assert!(up.stderr.contains("2 updated"), "{up:?}");
+    assert!(
+        up.stderr.contains(&format!("detaching subnet {foreign}")),
+        "{up:?}"
+    );
+    let hostnames = ec2
+        .describe_vpc_attribute()
+        .vpc_id(&vpc_id)
+        .attribute(aws_sdk_ec2::types::VpcAttributeName::EnableDnsHostnames)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        hostnames.enable_dns_hostnames().and_then(|v| v.value()),
+        Some(true)
+    );
+    let mut have: Vec<String> = route_table()
+        .await
+        .associations()
+        .iter()
+        .filter(|a| !a.main().unwrap_or(false))
+        .filter_map(|a| a.subnet_id().map(String::from))
+        .collect();
+    have.sort();
+    let mut want = vec![subnet_a, subnet_b];
+    want.sort();
+    assert_eq!(have, want);
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lost_state_is_rebuilt_by_adoption_without_duplicates() {
     let env = Env::start();
@@ -718,9 +863,11 @@ async fn lost_state_is_rebuilt_by_adoption_without_duplicates() {
         serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
     for id in [
         "vpc",
+        "vpc-dns",
         "subnet-a",
         "subnet-b",
         "route-table",
+        "route-table-associations",
         "lambda-sg",
         "s3-endpoint",
         "dynamodb-endpoint",

@@ -141,54 +141,6 @@ impl Vpc {
             .context("ec2:DescribeVpcs failed")?;
         Ok(out.vpcs().first().cloned())
     }
-
-    async fn dns_attribute(&self, cx: &Cx, vpc_id: &str, attr: VpcAttributeName) -> Result<bool> {
-        let out = cx
-            .aws
-            .ec2
-            .describe_vpc_attribute()
-            .vpc_id(vpc_id)
-            .attribute(attr)
-            .send()
-            .await
-            .context("ec2:DescribeVpcAttribute failed")?;
-        let v = match out.enable_dns_hostnames() {
-            Some(h) => h.value(),
-            None => out.enable_dns_support().and_then(|s| s.value()),
-        };
-        Ok(v.unwrap_or(false))
-    }
-
-    /// `fresh`: a new VPC, whose DNS support is already on, so both can be
-    /// set at once; otherwise support first, as hostnames need it.
-    async fn enable_dns(&self, cx: &Cx, vpc_id: &str, fresh: bool) -> Result<()> {
-        let on = || AttributeBooleanValue::builder().value(true).build();
-        let ec2 = &cx.aws.ec2;
-        // One attribute per call (the API's rule).
-        let support = async {
-            ec2.modify_vpc_attribute()
-                .vpc_id(vpc_id)
-                .enable_dns_support(on())
-                .send()
-                .await
-                .context("ec2:ModifyVpcAttribute (DNS support) failed")
-        };
-        let hostnames = async {
-            ec2.modify_vpc_attribute()
-                .vpc_id(vpc_id)
-                .enable_dns_hostnames(on())
-                .send()
-                .await
-                .context("ec2:ModifyVpcAttribute (DNS hostnames) failed")
-        };
-        if fresh {
-            tokio::try_join!(support, hostnames)?;
-        } else {
-            support.await?;
-            hostnames.await?;
-        }
-        Ok(())
-    }
 }
 
 fn net_live(physical: &str) -> Live {
@@ -211,31 +163,11 @@ impl Resource for Vpc {
     }
     fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
         let name = cx.stack.vpc_name();
-        Ok(
-            json!({ "name": name, "cidr": VPC_CIDR, "dns_hostnames": true, "dns_support": true, "tags": cx.stack.tags(&self.net.id, &name) }),
-        )
+        Ok(json!({ "name": name, "cidr": VPC_CIDR, "tags": cx.stack.tags(&self.net.id, &name) }))
     }
 
-    async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
-        // With a recorded id, its DNS attributes in the same round as the
-        // lookup by tags (used when the lookup finds that same VPC).
-        let rec_id = rec
-            .map(|r| r.physical_id.clone())
-            .filter(|id| !id.is_empty() && self.net.wanted);
-        let early = async {
-            match &rec_id {
-                Some(id) => Some(
-                    tokio::try_join!(
-                        self.dns_attribute(cx, id, VpcAttributeName::EnableDnsHostnames),
-                        self.dns_attribute(cx, id, VpcAttributeName::EnableDnsSupport)
-                    )
-                    .ok(),
-                ),
-                None => None,
-            }
-        };
-        let (found, early) = tokio::join!(self.find(cx), early);
-        let Some(vpc) = found? else {
+    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+        let Some(vpc) = self.find(cx).await? else {
             return Ok(None);
         };
         let vpc_id = vpc.vpc_id().context("VPC without id")?.to_string();
@@ -249,15 +181,6 @@ impl Resource for Vpc {
                 vpc.cidr_block()
             );
         }
-        let (hostnames, support) = match early.flatten() {
-            Some(both) if rec_id.as_deref() == Some(vpc_id.as_str()) => both,
-            _ => tokio::try_join!(
-                self.dns_attribute(cx, &vpc_id, VpcAttributeName::EnableDnsHostnames),
-                self.dns_attribute(cx, &vpc_id, VpcAttributeName::EnableDnsSupport)
-            )?,
-        };
-        check(&mut live.drift, "dns_hostnames", &true, &hostnames);
-        check(&mut live.drift, "dns_support", &true, &support);
         live.drift.extend(tags_drift(
             &cx.stack.tags(&self.net.id, &cx.stack.vpc_name()),
             &tag_map(vpc.tags()),
@@ -296,17 +219,12 @@ impl Resource for Vpc {
                 .await
                 .context("the VPC did not become available within 5 minutes")?;
         }
-        self.enable_dns(cx, &vpc_id, true).await?;
         Ok(net_live(&vpc_id))
     }
 
     async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {
         let vpc_id = &live.physical_id;
-        let fields: BTreeSet<&str> = live.drift.iter().map(|d| d.field.as_str()).collect();
-        if fields.contains("dns_hostnames") || fields.contains("dns_support") {
-            self.enable_dns(cx, vpc_id, false).await?;
-        }
-        if fields.contains("tags") {
+        if live.drift.iter().any(|d| d.field == "tags") {
             put_tags(cx, vpc_id, &self.net.id, &cx.stack.vpc_name()).await?;
         }
         Ok(net_live(vpc_id))
@@ -324,6 +242,126 @@ impl Resource for Vpc {
             Err(e) if is_code(&e, &["InvalidVpcID.NotFound"]) => Ok(false),
             Err(e) => Err(e).context("ec2:DeleteVpc failed"),
         }
+    }
+}
+
+// ---------------------------------------------------------------- VPC DNS
+
+/// The VPC's two DNS attributes, a resource of their own so that the
+/// subnets and route table are made while they are set (nothing but the
+/// functions needs them). They exist exactly while the VPC does.
+pub struct VpcDns {
+    net: Net,
+}
+
+impl VpcDns {
+    pub fn new(net: Net) -> Self {
+        Self { net }
+    }
+
+    async fn attribute(cx: &Cx, vpc_id: &str, attr: VpcAttributeName) -> Result<bool> {
+        let out = cx
+            .aws
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(vpc_id)
+            .attribute(attr)
+            .send()
+            .await
+            .context("ec2:DescribeVpcAttribute failed")?;
+        let v = match out.enable_dns_hostnames() {
+            Some(h) => h.value(),
+            None => out.enable_dns_support().and_then(|s| s.value()),
+        };
+        Ok(v.unwrap_or(false))
+    }
+
+    /// Turns on what is off: support first, as hostnames need it. One
+    /// attribute per call (the API's rule).
+    async fn enable(cx: &Cx, vpc_id: &str, support: bool, hostnames: bool) -> Result<()> {
+        let on = || AttributeBooleanValue::builder().value(true).build();
+        let ec2 = &cx.aws.ec2;
+        if support {
+            ec2.modify_vpc_attribute()
+                .vpc_id(vpc_id)
+                .enable_dns_support(on())
+                .send()
+                .await
+                .context("ec2:ModifyVpcAttribute (DNS support) failed")?;
+        }
+        if hostnames {
+            ec2.modify_vpc_attribute()
+                .vpc_id(vpc_id)
+                .enable_dns_hostnames(on())
+                .send()
+                .await
+                .context("ec2:ModifyVpcAttribute (DNS hostnames) failed")?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resource for VpcDns {
+    fn id(&self) -> &str {
+        &self.net.id
+    }
+    fn kind(&self) -> &'static str {
+        "vpc-dns"
+    }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::VPC)
+    }
+    fn depends_on(&self) -> Vec<String> {
+        self.net.deps.clone()
+    }
+    fn wanted(&self) -> bool {
+        self.net.wanted
+    }
+    fn desired(&self, _cx: &Cx) -> Result<serde_json::Value> {
+        Ok(json!({ "vpc": ids::VPC, "dns_hostnames": true, "dns_support": true }))
+    }
+
+    async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
+        if !self.net.wanted {
+            // Runs before the VPC is looked at; the record says whether
+            // there is something to remove (with the VPC).
+            return Ok(rec.map(|r| Live::new(&r.physical_id)));
+        }
+        let vpc_id = cx.attr(ids::VPC, "id")?;
+        let (hostnames, support) = tokio::try_join!(
+            Self::attribute(cx, &vpc_id, VpcAttributeName::EnableDnsHostnames),
+            Self::attribute(cx, &vpc_id, VpcAttributeName::EnableDnsSupport)
+        )?;
+        let mut live = Live::new(&vpc_id);
+        check(&mut live.drift, "dns_hostnames", &true, &hostnames);
+        check(&mut live.drift, "dns_support", &true, &support);
+        Ok(Some(live))
+    }
+
+    async fn create(&self, cx: &Cx) -> Result<Live> {
+        // Only for a VPC this run created, where DNS support is already on
+        // (CreateVpc's documented default); a later read checks both.
+        let vpc_id = cx.attr(ids::VPC, "id")?;
+        Self::enable(cx, &vpc_id, false, true).await?;
+        Ok(Live::new(vpc_id))
+    }
+
+    async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {
+        let off = |f: &str| live.drift.iter().any(|d| d.field == f);
+        Self::enable(
+            cx,
+            &live.physical_id,
+            off("dns_support"),
+            off("dns_hostnames"),
+        )
+        .await?;
+        Ok(Live::new(&live.physical_id))
+    }
+
+    async fn delete(&self, _cx: &Cx, rec: Option<&Record>) -> Result<bool> {
+        // Deleted with the VPC, which waits for this.
+        Ok(rec.is_some())
     }
 }
 
@@ -529,6 +567,52 @@ impl Resource for Subnet {
 
 // ---------------------------------------------------------------- route table
 
+/// The stack's route table, found by its tags; in the opening round of
+/// reads the route table and its associations share one call.
+async fn find_route_table(cx: &Cx) -> Result<Option<aws_sdk_ec2::types::RouteTable>> {
+    let out = cx
+        .batched("ec2:DescribeRouteTables", || async {
+            cx.aws
+                .ec2
+                .describe_route_tables()
+                .set_filters(Some(filters(cx, ids::ROUTE_TABLE)))
+                .send()
+                .await
+                .context("ec2:DescribeRouteTables failed")
+        })
+        .await?;
+    Ok(out.route_tables().first().cloned())
+}
+
+/// Subnet id → association id of a route table's explicit associations.
+fn associations(rt: &aws_sdk_ec2::types::RouteTable) -> BTreeMap<String, String> {
+    rt.associations()
+        .iter()
+        .filter(|a| !a.main().unwrap_or(false))
+        .filter_map(|a| {
+            Some((
+                a.subnet_id()?.to_string(),
+                a.route_table_association_id()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+async fn disassociate(cx: &Cx, association: &str) -> Result<()> {
+    match cx
+        .aws
+        .ec2
+        .disassociate_route_table()
+        .association_id(association)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_code(&e, &["InvalidAssociationID.NotFound"]) => Ok(()),
+        Err(e) => Err(e).context("ec2:DisassociateRouteTable failed"),
+    }
+}
+
 pub struct RouteTable {
     net: Net,
 }
@@ -540,65 +624,6 @@ impl RouteTable {
 
     fn name(cx: &Cx) -> String {
         cx.stack.name("webhook-private-rt")
-    }
-
-    async fn find(&self, cx: &Cx) -> Result<Option<aws_sdk_ec2::types::RouteTable>> {
-        let out = cx
-            .aws
-            .ec2
-            .describe_route_tables()
-            .set_filters(Some(filters(cx, &self.net.id)))
-            .send()
-            .await
-            .context("ec2:DescribeRouteTables failed")?;
-        Ok(out.route_tables().first().cloned())
-    }
-
-    fn want_subnets(cx: &Cx) -> Result<BTreeSet<String>> {
-        ids::SUBNETS.iter().map(|s| Ok(cx.attr(s, "id")?)).collect()
-    }
-
-    /// Subnet id → association id of the explicit associations.
-    fn associations(rt: &aws_sdk_ec2::types::RouteTable) -> BTreeMap<String, String> {
-        rt.associations()
-            .iter()
-            .filter(|a| !a.main().unwrap_or(false))
-            .filter_map(|a| {
-                Some((
-                    a.subnet_id()?.to_string(),
-                    a.route_table_association_id()?.to_string(),
-                ))
-            })
-            .collect()
-    }
-
-    async fn associate(&self, cx: &Cx, rt_id: &str, have: &BTreeMap<String, String>) -> Result<()> {
-        let want = Self::want_subnets(cx)?;
-        // One subnet per call; the subnets at once.
-        futures::future::try_join_all(want.iter().filter(|s| !have.contains_key(*s)).map(
-            |subnet| async move {
-                cx.aws
-                    .ec2
-                    .associate_route_table()
-                    .route_table_id(rt_id)
-                    .subnet_id(subnet)
-                    .send()
-                    .await
-                    .context("ec2:AssociateRouteTable failed")
-            },
-        ))
-        .await?;
-        for (subnet, assoc) in have.iter().filter(|(s, _)| !want.contains(*s)) {
-            cx.say(format!("detaching subnet {subnet} that is not the stack's"));
-            cx.aws
-                .ec2
-                .disassociate_route_table()
-                .association_id(assoc)
-                .send()
-                .await
-                .context("ec2:DisassociateRouteTable failed")?;
-        }
-        Ok(())
     }
 }
 
@@ -621,26 +646,17 @@ impl Resource for RouteTable {
     }
     fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
         let name = Self::name(cx);
-        Ok(
-            json!({ "name": name, "subnets": ids::SUBNETS, "tags": cx.stack.tags(&self.net.id, &name) }),
-        )
+        Ok(json!({ "name": name, "tags": cx.stack.tags(&self.net.id, &name) }))
     }
 
     async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
-        let Some(rt) = self.find(cx).await? else {
+        let Some(rt) = find_route_table(cx).await? else {
             return Ok(None);
         };
         let mut live = net_live(rt.route_table_id().unwrap_or_default());
         if !self.net.wanted {
             return Ok(Some(live));
         }
-        let have: BTreeSet<String> = Self::associations(&rt).into_keys().collect();
-        check(
-            &mut live.drift,
-            "subnet_associations",
-            &Self::want_subnets(cx)?,
-            &have,
-        );
         live.drift.extend(tags_drift(
             &cx.stack.tags(&self.net.id, &Self::name(cx)),
             &tag_map(rt.tags()),
@@ -667,45 +683,26 @@ impl Resource for RouteTable {
         let rt_id = out
             .route_table()
             .and_then(|r| r.route_table_id())
-            .context("ec2:CreateRouteTable returned no id")?
-            .to_string();
-        self.associate(cx, &rt_id, &BTreeMap::new()).await?;
-        Ok(net_live(&rt_id))
+            .context("ec2:CreateRouteTable returned no id")?;
+        Ok(net_live(rt_id))
     }
 
     async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {
-        let rt = self.find(cx).await?.context("the route table vanished")?;
-        let rt_id = live.physical_id.clone();
-        for d in &live.drift {
-            match d.field.as_str() {
-                "subnet_associations" => {
-                    self.associate(cx, &rt_id, &Self::associations(&rt)).await?
-                }
-                "tags" => put_tags(cx, &rt_id, &self.net.id, &Self::name(cx)).await?,
-                _ => {}
-            }
+        let rt_id = &live.physical_id;
+        if live.drift.iter().any(|d| d.field == "tags") {
+            put_tags(cx, rt_id, &self.net.id, &Self::name(cx)).await?;
         }
-        Ok(net_live(&rt_id))
+        Ok(net_live(rt_id))
     }
 
     async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
-        let Some(rt) = self.find(cx).await? else {
+        let Some(rt) = find_route_table(cx).await? else {
             return Ok(false);
         };
         let rt_id = rt.route_table_id().unwrap_or_default().to_string();
-        for assoc in Self::associations(&rt).values() {
-            match cx
-                .aws
-                .ec2
-                .disassociate_route_table()
-                .association_id(assoc)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_code(&e, &["InvalidAssociationID.NotFound"]) => {}
-                Err(e) => return Err(e).context("ec2:DisassociateRouteTable failed"),
-            }
+        // Normally already done by the associations' own delete.
+        for assoc in associations(&rt).values() {
+            disassociate(cx, assoc).await?;
         }
         match delete_retrying_enis(cx, "route table", || {
             cx.aws
@@ -720,6 +717,157 @@ impl Resource for RouteTable {
             Err(e) if is_code(&e, &["InvalidRouteTableID.NotFound"]) => Ok(false),
             Err(e) => Err(e).context("ec2:DeleteRouteTable failed"),
         }
+    }
+}
+
+// ---------------------------------------------------------------- route table associations
+
+/// The route table's explicit subnet associations: exactly the stack's two
+/// subnets. Their own resource, so that the route table is made beside the
+/// subnets and the endpoints beside the associations.
+pub struct RouteTableAssociations {
+    net: Net,
+}
+
+/// The `associations` attribute: `subnet=association` pairs, for `down`.
+fn associations_attr(m: &BTreeMap<String, String>) -> String {
+    m.iter()
+        .map(|(s, a)| format!("{s}={a}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_associations(attr: &str) -> BTreeMap<String, String> {
+    attr.split(',')
+        .filter_map(|p| p.split_once('='))
+        .map(|(s, a)| (s.to_string(), a.to_string()))
+        .collect()
+}
+
+impl RouteTableAssociations {
+    pub fn new(net: Net) -> Self {
+        Self { net }
+    }
+
+    fn want_subnets(cx: &Cx) -> Result<BTreeSet<String>> {
+        ids::SUBNETS.iter().map(|s| Ok(cx.attr(s, "id")?)).collect()
+    }
+
+    fn live(rt_id: &str, have: &BTreeMap<String, String>) -> Live {
+        Live::new(rt_id).attr("associations", associations_attr(have))
+    }
+
+    /// Associates the stack's subnets that are not, and detaches any other
+    /// subnet; all at once. Returns the associations now in place.
+    async fn converge(
+        &self,
+        cx: &Cx,
+        rt_id: &str,
+        have: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let want = Self::want_subnets(cx)?;
+        let add = want
+            .iter()
+            .filter(|s| !have.contains_key(*s))
+            .map(|subnet| async move {
+                let out = cx
+                    .aws
+                    .ec2
+                    .associate_route_table()
+                    .route_table_id(rt_id)
+                    .subnet_id(subnet)
+                    .send()
+                    .await
+                    .context("ec2:AssociateRouteTable failed")?;
+                let assoc = out
+                    .association_id()
+                    .context("ec2:AssociateRouteTable returned no association id")?;
+                Ok::<_, anyhow::Error>((subnet.clone(), assoc.to_string()))
+            });
+        let foreign: Vec<(&String, &String)> =
+            have.iter().filter(|(s, _)| !want.contains(*s)).collect();
+        for (subnet, _) in &foreign {
+            cx.say(format!("detaching subnet {subnet} that is not the stack's"));
+        }
+        let remove = foreign.iter().map(|(_, assoc)| disassociate(cx, assoc));
+        let (added, _) = tokio::try_join!(
+            futures::future::try_join_all(add),
+            futures::future::try_join_all(remove)
+        )?;
+        let mut now: BTreeMap<String, String> = have
+            .iter()
+            .filter(|(s, _)| want.contains(*s))
+            .map(|(s, a)| (s.clone(), a.clone()))
+            .collect();
+        now.extend(added);
+        Ok(now)
+    }
+}
+
+#[async_trait]
+impl Resource for RouteTableAssociations {
+    fn id(&self) -> &str {
+        &self.net.id
+    }
+    fn kind(&self) -> &'static str {
+        "route-table-associations"
+    }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::ROUTE_TABLE)
+    }
+    fn depends_on(&self) -> Vec<String> {
+        self.net.deps.clone()
+    }
+    fn wanted(&self) -> bool {
+        self.net.wanted
+    }
+    fn desired(&self, _cx: &Cx) -> Result<serde_json::Value> {
+        Ok(json!({ "route_table": ids::ROUTE_TABLE, "subnets": ids::SUBNETS }))
+    }
+
+    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+        let Some(rt) = find_route_table(cx).await? else {
+            return Ok(None);
+        };
+        let have = associations(&rt);
+        let rt_id = rt.route_table_id().unwrap_or_default();
+        if !self.net.wanted {
+            return Ok((!have.is_empty()).then(|| Self::live(rt_id, &have)));
+        }
+        let mut live = Self::live(rt_id, &have);
+        let subnets: BTreeSet<String> = have.into_keys().collect();
+        check(
+            &mut live.drift,
+            "subnet_associations",
+            &Self::want_subnets(cx)?,
+            &subnets,
+        );
+        Ok(Some(live))
+    }
+
+    async fn create(&self, cx: &Cx) -> Result<Live> {
+        // Only for a route table this run created: it has no associations.
+        let rt_id = cx.attr(ids::ROUTE_TABLE, "id")?;
+        let now = self.converge(cx, &rt_id, &BTreeMap::new()).await?;
+        Ok(Self::live(&rt_id, &now))
+    }
+
+    async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {
+        let have = parse_associations(live.attrs.get("associations").map_or("", |s| s));
+        let now = self.converge(cx, &live.physical_id, &have).await?;
+        Ok(Self::live(&live.physical_id, &now))
+    }
+
+    async fn delete(&self, cx: &Cx, rec: Option<&Record>) -> Result<bool> {
+        let have = match rec.and_then(|r| r.attrs.get("associations")) {
+            Some(attr) => parse_associations(attr),
+            None => match find_route_table(cx).await? {
+                Some(rt) => associations(&rt),
+                None => return Ok(false),
+            },
+        };
+        futures::future::try_join_all(have.values().map(|a| disassociate(cx, a))).await?;
+        Ok(!have.is_empty())
     }
 }
 
