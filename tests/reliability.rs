@@ -116,6 +116,48 @@ async fn down_killed_part_way_finishes_on_the_next_down() {
     }
 }
 
+/// Results are written behind (with the next intent, or the run's last
+/// save): when that last save fails, the run says so and fails, and the
+/// next run finds what the state file missed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_last_save_is_reported_and_the_next_run_recovers() {
+    let env = Env::start(SUFFIX);
+    assert_eq!(env.run(&["up"]).code, 0);
+    // The state file is read before the account lookup; the lookup is held
+    // back while the file is replaced by a directory nothing can rename onto.
+    env.proxy.add_rule(Rule::delay(
+        Matcher::op("GetCallerIdentity"),
+        Duration::from_millis(2000),
+    ));
+    let child = env.spawn(&["down", "--yes"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let file = env.state_file();
+    let kept = file.with_extension("kept");
+    std::fs::rename(&file, &kept).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    std::fs::write(file.join("blocker"), "").unwrap();
+    let down = wait(child);
+    env.proxy.clear_rules();
+    assert_eq!(down.code, 1, "{down:?}");
+    assert!(
+        down.stderr
+            .contains("the state file does not record them all"),
+        "{down:?}"
+    );
+    assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, nothing());
+
+    std::fs::remove_dir_all(&file).unwrap();
+    std::fs::rename(&kept, &file).unwrap();
+    let again = env.run(&["down", "--yes"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stderr.contains("down: 0 deleted"), "{again:?}");
+    let st: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(
+        st["resources"].as_object().is_none_or(|r| r.is_empty()),
+        "{st}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn throttling_and_server_errors_do_not_change_the_result() {
     let env = Env::start(SUFFIX);

@@ -253,7 +253,7 @@ impl Engine {
                 let result = match mode {
                     Mode::Up => up_one(&*res, &cx, &state, &path, pre).await,
                     Mode::Plan => plan_one(&*res, &cx, &state, pre).await,
-                    Mode::Down => down_one(&*res, &cx, &state, &path).await,
+                    Mode::Down => down_one(&*res, &cx, &state).await,
                 };
                 match result {
                     Ok(mut entry) => {
@@ -285,6 +285,9 @@ impl Engine {
         for h in lock(&ahead).values() {
             h.abort();
         }
+        // The results not yet carried by a later intent's save.
+        let serial = lock(&self.state).serial;
+        let saved = self.writer.save(&self.state, serial).await;
         let mut done = lock(&entries).clone();
         let mut interrupted = false;
         let mut out = Vec::new();
@@ -316,20 +319,20 @@ impl Engine {
                 out.push(e);
             }
         }
+        if let Err(e) = saved {
+            out.push(Entry {
+                error: Some(format!(
+                    "{e:#}; the changes above were made but the state file does not record them all: fix the cause and run the command again (it finds them by name and tags)"
+                )),
+                ..internal_failure("state-file")
+            });
+        }
         for (id, o) in outcomes {
             if let Outcome::Failed(e) = o {
                 if !by_id.contains_key(&id) {
                     out.push(Entry {
-                        id,
-                        kind: "internal",
-                        action: Action::Failed,
-                        physical_id: None,
-                        drift: vec![],
                         error: Some(format!("{e:#}")),
-                        seconds: 0.0,
-                        started: 0.0,
-                        read_ahead: None,
-                        depends_on: vec![],
+                        ..internal_failure(&id)
                     });
                 }
             }
@@ -417,6 +420,21 @@ impl Engine {
     }
 }
 
+fn internal_failure(id: &str) -> Entry {
+    Entry {
+        id: id.to_string(),
+        kind: "internal",
+        action: Action::Failed,
+        physical_id: None,
+        drift: vec![],
+        error: None,
+        seconds: 0.0,
+        started: 0.0,
+        read_ahead: None,
+        depends_on: vec![],
+    }
+}
+
 fn failed(r: &dyn Resource, action: Action, msg: String) -> Entry {
     Entry {
         id: r.id().to_string(),
@@ -477,15 +495,11 @@ impl Cx {
     }
 }
 
-/// Records a resource's new physical id and attributes, and saves the state
-/// file when the record changed (a no-op run writes nothing).
-async fn record(
-    state: &Mutex<State>,
-    path: &state::Writer,
-    res: &dyn Resource,
-    cx: &Cx,
-    live: &resource::Live,
-) -> Result<()> {
+/// Records a resource's new physical id and attributes. Written behind: the
+/// next save carries it (a dependent's intent to create, or the run's last
+/// save), so a step does not wait for a write of its own. A run killed
+/// before that save leaves the intent, and the next run adopts the object.
+fn record(state: &Mutex<State>, res: &dyn Resource, cx: &Cx, live: &resource::Live) {
     let applied = res.desired(cx).unwrap_or(serde_json::Value::Null);
     let rec = Record {
         kind: res.kind().to_string(),
@@ -494,43 +508,36 @@ async fn record(
         applied,
         pending: None,
     };
-    change(state, path, |st| {
+    change(state, |st| {
         if st.resources.get(res.id()) == Some(&rec) {
             return false;
         }
         st.resources.insert(res.id().to_string(), rec);
         true
-    })
-    .await
+    });
 }
 
 /// Applies `edit` to the state and, when it changed something (returns
-/// true), bumps the serial and returns once that is saved.
-async fn change(
-    state: &Mutex<State>,
-    path: &state::Writer,
-    edit: impl FnOnce(&mut State) -> bool,
-) -> Result<()> {
-    let serial = {
-        let mut st = lock(state);
-        if !edit(&mut st) {
-            return Ok(());
-        }
-        st.serial += 1;
-        st.serial
-    };
-    path.save(state, serial).await
+/// true), bumps the serial; returns the serial to save, if any.
+fn change(state: &Mutex<State>, edit: impl FnOnce(&mut State) -> bool) -> Option<u64> {
+    let mut st = lock(state);
+    if !edit(&mut st) {
+        return None;
+    }
+    st.serial += 1;
+    Some(st.serial)
 }
 
 /// Writes the intent to create before the call, so a run killed mid-call
 /// leaves a trace: the next run finds the object by name/tag and adopts it.
+/// Written ahead: returns once it is on disk.
 async fn mark_pending(
     state: &Mutex<State>,
     path: &state::Writer,
     res: &dyn Resource,
     op: &str,
 ) -> Result<()> {
-    change(state, path, |st| {
+    let serial = change(state, |st| {
         let rec = st
             .resources
             .entry(res.id().to_string())
@@ -543,8 +550,11 @@ async fn mark_pending(
             });
         rec.pending = Some(op.to_string());
         true
-    })
-    .await
+    });
+    match serial {
+        Some(serial) => path.save(state, serial).await,
+        None => Ok(()),
+    }
 }
 
 /// `ahead`: what a read ahead of the graph found, still valid.
@@ -558,7 +568,7 @@ async fn up_one(
     let rec = lock(state).resources.get(res.id()).cloned();
     let confirmed = rec.as_ref().and_then(Record::confirmed);
     if !res.wanted() {
-        return remove_unwanted(res, cx, state, path, confirmed).await;
+        return remove_unwanted(res, cx, state, confirmed).await;
     }
     let found = match ahead {
         Some(found) => found,
@@ -583,7 +593,7 @@ async fn up_one(
         Some(live) => (live, Action::NoChange, vec![]),
     };
     cx.publish(res.id(), live.attrs.clone());
-    record(state, path, res, cx, &live).await?;
+    record(state, res, cx, &live);
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),
@@ -663,7 +673,6 @@ async fn remove_unwanted(
     res: &dyn Resource,
     cx: &Cx,
     state: &Mutex<State>,
-    path: &state::Writer,
     rec: Option<&Record>,
 ) -> Result<Entry> {
     cx.say("reading");
@@ -675,7 +684,7 @@ async fn remove_unwanted(
         }
         None => false,
     };
-    forget(state, path, res.id()).await?;
+    forget(state, res.id());
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),
@@ -694,23 +703,18 @@ async fn remove_unwanted(
     })
 }
 
-/// Drops a deleted resource's record and saves the state if it had one.
-async fn forget(state: &Mutex<State>, path: &state::Writer, id: &str) -> Result<()> {
-    change(state, path, |st| st.resources.remove(id).is_some()).await
+/// Drops a deleted resource's record; written behind, like `record`.
+fn forget(state: &Mutex<State>, id: &str) {
+    change(state, |st| st.resources.remove(id).is_some());
 }
 
-async fn down_one(
-    res: &dyn Resource,
-    cx: &Cx,
-    state: &Mutex<State>,
-    path: &state::Writer,
-) -> Result<Entry> {
+async fn down_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
     cx.say("deleting");
     let existed = res
         .delete(cx, rec.as_ref().and_then(Record::confirmed))
         .await?;
-    forget(state, path, res.id()).await?;
+    forget(state, res.id());
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),

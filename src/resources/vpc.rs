@@ -12,7 +12,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Live, Record, Resource};
-use crate::resources::{is_code, retry_while, tags_drift};
+use crate::resources::{found, is_code, retry_while, tags_drift};
 use crate::stack::{ids, TAG_RESOURCE, TAG_STACK};
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
@@ -359,9 +359,29 @@ impl Resource for VpcDns {
         Ok(Live::new(&live.physical_id))
     }
 
-    async fn delete(&self, _cx: &Cx, rec: Option<&Record>) -> Result<bool> {
-        // Deleted with the VPC, which waits for this.
-        Ok(rec.is_some())
+    async fn delete(&self, cx: &Cx, rec: Option<&Record>) -> Result<bool> {
+        // Deleted with the VPC, which waits for this: there is something to
+        // delete while the recorded VPC is there.
+        let Some(vpc_id) = rec
+            .map(|r| r.physical_id.as_str())
+            .filter(|id| !id.is_empty())
+        else {
+            return Ok(false);
+        };
+        let answer = cx
+            .aws
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(vpc_id)
+            .attribute(VpcAttributeName::EnableDnsSupport)
+            .send()
+            .await;
+        Ok(found(
+            answer,
+            &["InvalidVpcID.NotFound"],
+            "ec2:DescribeVpcAttribute",
+        )?
+        .is_some())
     }
 }
 
@@ -598,7 +618,8 @@ fn associations(rt: &aws_sdk_ec2::types::RouteTable) -> BTreeMap<String, String>
         .collect()
 }
 
-async fn disassociate(cx: &Cx, association: &str) -> Result<()> {
+/// False when the association was already gone.
+async fn disassociate(cx: &Cx, association: &str) -> Result<bool> {
     match cx
         .aws
         .ec2
@@ -607,8 +628,8 @@ async fn disassociate(cx: &Cx, association: &str) -> Result<()> {
         .send()
         .await
     {
-        Ok(_) => Ok(()),
-        Err(e) if is_code(&e, &["InvalidAssociationID.NotFound"]) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(e) if is_code(&e, &["InvalidAssociationID.NotFound"]) => Ok(false),
         Err(e) => Err(e).context("ec2:DisassociateRouteTable failed"),
     }
 }
@@ -866,8 +887,9 @@ impl Resource for RouteTableAssociations {
                 None => return Ok(false),
             },
         };
-        futures::future::try_join_all(have.values().map(|a| disassociate(cx, a))).await?;
-        Ok(!have.is_empty())
+        let done =
+            futures::future::try_join_all(have.values().map(|a| disassociate(cx, a))).await?;
+        Ok(done.contains(&true))
     }
 }
 
