@@ -166,7 +166,13 @@ impl Resource for Vpc {
         Ok(json!({ "name": name, "cidr": VPC_CIDR, "tags": cx.stack.tags(&self.net.id, &name) }))
     }
 
-    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+    async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
+        if rec.is_none() && self.net.wanted {
+            // Most likely a new stack: the subnets will need the zones right
+            // after the VPC is made, so look them up in this first round.
+            let lookup = cx.clone();
+            tokio::spawn(async move { first_two_zones(&lookup).await.ok() });
+        }
         let Some(vpc) = self.find(cx).await? else {
             return Ok(None);
         };
@@ -197,9 +203,9 @@ impl Resource for Vpc {
             .cidr_block(VPC_CIDR)
             .tag_specifications(tag_spec(cx, ResourceType::Vpc, &self.net.id, &name))
             .send();
-        // The subnets need the zones next: learn them while the VPC is made
-        // (a subnet waits for this lookup if it is still in flight). A
-        // failure here is reported by the create that needs them.
+        // The subnets need the zones next: learn them while the VPC is made,
+        // unless the read already started that (a subnet waits for the
+        // lookup in flight). A failure is reported by the create that needs them.
         let lookup = cx.clone();
         tokio::spawn(async move { first_two_zones(&lookup).await.ok() });
         let out = create.await.context("ec2:CreateVpc failed")?;
