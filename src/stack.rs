@@ -760,8 +760,8 @@ mod tests {
             checked += 1;
         }
         assert_eq!(
-            checked, 13,
-            "route, method, deployment, stage, plan key, 8 network"
+            checked, 16,
+            "route, method, deployment, stage, plan key, 8 network, 2 permissions, notification"
         );
     }
 

@@ -217,6 +217,20 @@ async fn up_creates_network_and_compute_with_the_spec_settings() {
         let n = calls.iter().filter(|c| c.operation == op).count();
         assert_eq!(n, 0, "{op} in a fresh up: {calls:#?}");
     }
+    // Nothing is looked for inside the new functions and bucket: neither
+    // function policy nor the bucket's notifications.
+    let inside_new: Vec<_> = calls
+        .iter()
+        .filter(|c| {
+            (c.service == "lambda"
+                && c.operation.starts_with("GET")
+                && c.operation.ends_with("/policy"))
+                || (c.service == "s3"
+                    && c.operation.starts_with("GET")
+                    && c.operation.ends_with("?notification"))
+        })
+        .collect();
+    assert!(inside_new.is_empty(), "{inside_new:#?}");
     // The stream-read policy's own existence check; the roles' policies
     // are not read.
     let policy_reads = calls.iter().filter(|c| c.operation == "GetRolePolicy");
@@ -969,6 +983,41 @@ async fn no_vpc_removes_the_network_and_back() {
         d.contains_key("vpc") && d.contains_key("lambda-sg"),
         "{d:?}"
     );
+}
+
+/// A function whose read said "missing" but whose create then found it
+/// (a conflict) is adopted, not new: its permission is looked for, not
+/// added blindly into a policy that already has it.
+#[test]
+fn a_create_that_finds_the_function_adopts_it_and_reads_what_is_inside() {
+    let env = Env::start();
+    env.up(&[]);
+    let dead_letter = format!("GET /2015-03-31/functions/{}", FUNCTIONS[2].0);
+    env.proxy.add_rule(Rule::fail(
+        Matcher::custom(move |r| r.service == "lambda" && r.operation == dead_letter),
+        1,
+        404,
+        "ResourceNotFoundException",
+        "Function not found",
+    ));
+    let out = env.up(&[]);
+    assert!(out.stderr.contains(", 1 adopted"), "{out:?}");
+    let m: Vec<String> = env
+        .proxy
+        .mutating_calls()
+        .iter()
+        .map(|c| c.operation.clone())
+        .collect();
+    assert!(
+        m.iter().any(|o| o == "POST /2015-03-31/functions"),
+        "the create was not tried: {m:?}"
+    );
+    assert!(
+        !m.iter().any(|o| o.ends_with("/policy")),
+        "permission added again: {m:?}"
+    );
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
 }
 
 #[test]

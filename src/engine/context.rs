@@ -40,6 +40,8 @@ pub struct Cx {
     ahead: Option<(Recorded, Arc<Mutex<Used>>)>,
     /// Answers of the opening round's batched reads, by call.
     shared: Arc<Mutex<HashMap<String, Shared>>>,
+    /// This run created the resource's container (`Resource::inside`).
+    new_container: bool,
 }
 
 impl Cx {
@@ -52,6 +54,7 @@ impl Cx {
             id: String::new(),
             ahead: None,
             shared: Arc::default(),
+            new_container: false,
         }
     }
 
@@ -104,8 +107,23 @@ impl Cx {
     pub fn for_resource(&self, id: &str) -> Self {
         Self {
             id: id.to_string(),
+            new_container: false,
             ..self.clone()
         }
+    }
+
+    /// The same context, for a resource whose container this run created.
+    pub(crate) fn in_new_container(self) -> Self {
+        Self {
+            new_container: true,
+            ..self
+        }
+    }
+
+    /// Whether this run created the resource's container, which then holds
+    /// nothing but what the run puts there.
+    pub fn container_is_new(&self) -> bool {
+        self.new_container
     }
 
     /// An attribute of another resource; `Unknown` until it has been read or created.

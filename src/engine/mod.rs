@@ -228,9 +228,14 @@ impl Engine {
                     .get(&id)
                     .is_none_or(|up| up.is_disjoint(&changed))
             };
+            let fresh_container = container_is_new && mode != Mode::Down;
+            let cx = if fresh_container {
+                cx.in_new_container()
+            } else {
+                cx
+            };
             async move {
                 // Up created the container, or plan found it missing.
-                let fresh_container = container_is_new && mode != Mode::Down;
                 let pre = match handle {
                     Some(h) if fresh_container => {
                         h.abort();
@@ -581,7 +586,13 @@ async fn up_one(
         None => {
             cx.say("creating");
             mark_pending(state, path, res, "create").await?;
-            (res.create(cx).await?, Action::Create, vec![])
+            let live = res.create(cx).await?;
+            let action = if live.adopted {
+                Action::Adopt
+            } else {
+                Action::Create
+            };
+            (live, action, vec![])
         }
         Some(live) if !live.drift.is_empty() => {
             let fields: Vec<&str> = live.drift.iter().map(|d| d.field.as_str()).collect();

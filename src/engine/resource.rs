@@ -43,6 +43,10 @@ pub struct Live {
     pub physical_id: String,
     pub attrs: Attrs,
     pub drift: Vec<Drift>,
+    /// Set by a `create` that found the object already there (a conflict)
+    /// and converged it instead: reported as adopted, and not an empty
+    /// container (see `Resource::inside`).
+    pub adopted: bool,
 }
 
 impl Live {
@@ -54,6 +58,10 @@ impl Live {
     }
     pub fn attr(mut self, key: &str, value: impl Into<String>) -> Self {
         self.attrs.insert(key.to_string(), value.into());
+        self
+    }
+    pub fn adopted(mut self) -> Self {
+        self.adopted = true;
         self
     }
 }

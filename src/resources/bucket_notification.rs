@@ -158,6 +158,9 @@ impl Resource for FailureNotification {
     fn kind(&self) -> &'static str {
         "s3-notification"
     }
+    fn inside(&self) -> Option<&str> {
+        Some(ids::BUCKET)
+    }
     fn depends_on(&self) -> Vec<String> {
         // S3 checks that it may invoke the function when the configuration is put.
         vec![
@@ -190,9 +193,14 @@ impl Resource for FailureNotification {
     }
 
     async fn create(&self, cx: &Cx) -> Result<Live> {
-        let current = Self::get(cx)
-            .await?
-            .context("the archive bucket does not exist")?;
+        // Others' entries are kept; a bucket this run created has none.
+        let current = if cx.container_is_new() {
+            GetBucketNotificationConfigurationOutput::builder().build()
+        } else {
+            Self::get(cx)
+                .await?
+                .context("the archive bucket does not exist")?
+        };
         Self::put(cx, &current, Some(Self::config(cx)?)).await?;
         Ok(Self::live(cx))
     }

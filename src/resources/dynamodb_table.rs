@@ -113,7 +113,7 @@ impl Resource for EventsTable {
                     .read_as(cx, true)
                     .await?
                     .context("table exists but cannot be read")?;
-                return self.update(cx, &l).await;
+                return Ok(self.update(cx, &l).await?.adopted());
             }
             Err(e) => return Err(e).context("dynamodb:CreateTable failed"),
         };

@@ -351,7 +351,7 @@ impl Resource for StreamMapping {
                     .read(cx, None)
                     .await?
                     .context("the mapping exists but cannot be found")?;
-                return self.update(cx, &live).await;
+                return Ok(self.update(cx, &live).await?.adopted());
             }
             Err(e) => return Err(e).context("lambda:CreateEventSourceMapping failed"),
         };

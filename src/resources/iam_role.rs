@@ -120,7 +120,7 @@ impl Resource for FunctionRole {
                     .read_as(cx, true)
                     .await?
                     .context("role exists but cannot be read")?;
-                return self.update(cx, &live).await;
+                return Ok(self.update(cx, &live).await?.adopted());
             }
             Err(e) => return Err(e).context("iam:CreateRole failed"),
         };

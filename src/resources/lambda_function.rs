@@ -557,7 +557,7 @@ impl Resource for LambdaFunction {
                     .read(cx, None)
                     .await?
                     .context("the function exists but cannot be read")?;
-                return self.update(cx, &live).await;
+                return Ok(self.update(cx, &live).await?.adopted());
             }
             Err(e) => return Err(e).context("lambda:CreateFunction failed"),
         };

@@ -154,6 +154,10 @@ impl Resource for LambdaPermission {
     fn kind(&self) -> &'static str {
         "lambda-permission"
     }
+    fn inside(&self) -> Option<&str> {
+        // A new function's policy has no statements.
+        self.deps.first().map(String::as_str)
+    }
     fn depends_on(&self) -> Vec<String> {
         self.deps.clone()
     }
@@ -176,7 +180,8 @@ impl Resource for LambdaPermission {
     }
 
     async fn create(&self, cx: &Cx) -> Result<Live> {
-        // `read` found no statement with this id, so adding cannot conflict.
+        // `read` found no statement with this id (or the function is new),
+        // so adding cannot conflict.
         self.add(cx).await?;
         Ok(self.live(cx))
     }

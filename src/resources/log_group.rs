@@ -100,19 +100,23 @@ impl Resource for LogGroup {
         let logs = &cx.aws.logs;
         // A late log line from a deleted function recreates its group, so an
         // existing one is adopted rather than treated as an error.
-        match logs
+        let adopted = match logs
             .create_log_group()
             .log_group_name(&self.name)
             .set_tags(Some(self.tags(cx).into_iter().collect()))
             .send()
             .await
         {
-            Ok(_) => {}
-            Err(e) if is_code(&e, &["ResourceAlreadyExistsException"]) => self.put_tags(cx).await?,
+            Ok(_) => false,
+            Err(e) if is_code(&e, &["ResourceAlreadyExistsException"]) => {
+                self.put_tags(cx).await?;
+                true
+            }
             Err(e) => return Err(e).context("logs:CreateLogGroup failed"),
-        }
+        };
         self.put_retention(cx).await?;
-        Ok(self.live(cx))
+        let live = self.live(cx);
+        Ok(if adopted { live.adopted() } else { live })
     }
 
     async fn update(&self, cx: &Cx, live: &Live) -> Result<Live> {

@@ -254,16 +254,18 @@ impl Resource for ArchiveBucket {
                     .build(),
             );
         }
-        match req.send().await {
-            Ok(_) => {}
-            Err(e) if is_code(&e, &["BucketAlreadyOwnedByYou"]) => {}
+        // us-east-1 answers a create of a bucket the account already owns
+        // with success, elsewhere with this code.
+        let adopted = match req.send().await {
+            Ok(_) => false,
+            Err(e) if is_code(&e, &["BucketAlreadyOwnedByYou"]) => true,
             Err(e) if is_code(&e, &["BucketAlreadyExists"]) => {
                 anyhow::bail!(
                     "bucket name {b} is taken by another AWS account; bucket names are global"
                 )
             }
             Err(e) => return Err(e).context("s3:CreateBucket failed"),
-        }
+        };
         cx.say("configuring versioning, encryption, lifecycle, access");
         tokio::try_join!(
             self.put_versioning(cx),
@@ -276,7 +278,8 @@ impl Resource for ArchiveBucket {
         if cx.stack.opts.deny_insecure_transport {
             self.put_policy(cx).await?;
         }
-        Ok(Self::live(cx))
+        let live = Self::live(cx);
+        Ok(if adopted { live.adopted() } else { live })
     }
 
     async fn update(&self, cx: &Cx, l: &Live) -> Result<Live> {
