@@ -103,8 +103,8 @@ const PREWARM_TIMEOUT: Duration = Duration::from_millis(1000);
 // call on a fresh client pays DNS + TCP + TLS handshake (tens of ms, more from
 // a VPC). Making one cheap call during init moves that cost out of the first
 // request; the pooled connection is then reused by the handler. The result is
-// ignored: even an AccessDenied answer leaves an established connection, so no
-// extra IAM permission is needed.
+// ignored (an AccessDenied would still leave the connection open), yet the roles
+// allow both calls, so that cold starts put no AccessDenied in CloudTrail.
 
 /// Opens a pooled connection to DynamoDB during init (DescribeEndpoints is
 /// the cheapest DynamoDB call).
