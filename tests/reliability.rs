@@ -127,10 +127,11 @@ async fn a_failed_last_save_is_reported_and_the_next_run_recovers() {
     // back while the file is replaced by a directory nothing can rename onto.
     env.proxy.add_rule(Rule::delay(
         Matcher::op("GetCallerIdentity"),
-        Duration::from_millis(2000),
+        Duration::from_millis(3000),
     ));
     let child = env.spawn(&["down", "--yes"]);
-    std::thread::sleep(Duration::from_millis(800));
+    // Margin for a loaded machine: the file is read within milliseconds.
+    std::thread::sleep(Duration::from_millis(1200));
     let file = env.state_file();
     let kept = file.with_extension("kept");
     std::fs::rename(&file, &kept).unwrap();
