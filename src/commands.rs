@@ -45,6 +45,19 @@ pub async fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+/// The first of SIGINT, SIGTERM and SIGHUP to arrive (`None` if they cannot
+/// be watched).
+async fn termination() -> Option<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    let mut hup = signal(SignalKind::hangup()).ok()?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.ok().map(|_| "SIGINT"),
+        _ = term.recv() => Some("SIGTERM"),
+        _ = hup.recv() => Some("SIGHUP"),
+    }
+}
+
 fn command_name(cmd: &Command) -> &'static str {
     match cmd {
         Command::Up => "up",
@@ -107,8 +120,10 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     let watcher = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: letting calls in flight finish and saving state; nothing new starts");
+            // A CI cancel or a closed terminal (SIGTERM, SIGHUP) stops the
+            // run the way Ctrl-C does, so the state file gets its last save.
+            if let Some(signal) = termination().await {
+                eprintln!("interrupted ({signal}): letting calls in flight finish and saving state; nothing new starts");
                 stop.store(true, Ordering::SeqCst);
             }
         })

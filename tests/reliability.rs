@@ -118,45 +118,52 @@ async fn down_killed_part_way_finishes_on_the_next_down() {
 
 /// Results are written behind (with the next intent, or the run's last
 /// save): when that last save fails, the run says so and fails, and the
-/// next run finds what the state file missed.
+/// next run finds what the state file missed. An adoption writes no
+/// intent, so its record waits for the last save.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_last_save_is_reported_and_the_next_run_recovers() {
     let env = Env::start(SUFFIX);
     assert_eq!(env.run(&["up"]).code, 0);
+    let file = env.state_file();
+    let mut st: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let forgotten = st["resources"]
+        .as_object_mut()
+        .unwrap()
+        .remove("receiver-logs");
+    assert!(forgotten.is_some());
+    std::fs::write(&file, serde_json::to_string(&st).unwrap()).unwrap();
     // The state file is read before the account lookup; the lookup is held
     // back while the file is replaced by a directory nothing can rename onto.
     env.proxy.add_rule(Rule::delay(
         Matcher::op("GetCallerIdentity"),
         Duration::from_millis(3000),
     ));
-    let child = env.spawn(&["down", "--yes"]);
+    let child = env.spawn(&["up"]);
     // Margin for a loaded machine: the file is read within milliseconds.
     std::thread::sleep(Duration::from_millis(1200));
-    let file = env.state_file();
     let kept = file.with_extension("kept");
     std::fs::rename(&file, &kept).unwrap();
     std::fs::create_dir(&file).unwrap();
     std::fs::write(file.join("blocker"), "").unwrap();
-    let down = wait(child);
+    let up = wait(child);
     env.proxy.clear_rules();
-    assert_eq!(down.code, 1, "{down:?}");
+    assert_eq!(up.code, 1, "{up:?}");
+    assert!(up.stderr.contains(", 1 adopted"), "{up:?}");
     assert!(
-        down.stderr
+        up.stderr
             .contains("the state file does not record them all"),
-        "{down:?}"
+        "{up:?}"
     );
-    assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, nothing());
 
     std::fs::remove_dir_all(&file).unwrap();
     std::fs::rename(&kept, &file).unwrap();
-    let again = env.run(&["down", "--yes"]);
+    let again = env.run(&["up"]);
     assert_eq!(again.code, 0, "{again:?}");
-    assert!(again.stderr.contains("down: 0 deleted"), "{again:?}");
+    assert!(again.stderr.contains(", 1 adopted"), "{again:?}");
     let st: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    assert!(
-        st["resources"].as_object().is_none_or(|r| r.is_empty()),
-        "{st}"
-    );
+    assert!(st["resources"]["receiver-logs"].is_object(), "{st}");
+    assert_eq!(env.run(&["status"]).code, 0);
+    assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, one_stack());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -273,8 +280,15 @@ async fn lock_of_a_killed_run_does_not_block_the_next_one() {
     assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, one_stack());
 }
 
+/// Ctrl-C, and SIGTERM (a CI job cancelled) the same way.
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_stops_new_work_saves_state_and_the_rerun_converges() {
+    for signal in ["-INT", "-TERM"] {
+        interrupt_then_rerun(signal).await;
+    }
+}
+
+async fn interrupt_then_rerun(signal: &str) {
     let env = Env::start(SUFFIX);
     env.proxy
         .add_rule(Rule::delay(Matcher::mutating(), Duration::from_millis(150)));
@@ -289,15 +303,28 @@ async fn ctrl_c_stops_new_work_saves_state_and_the_rerun_converges() {
     }
     let pid = child.id().to_string();
     let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
+        .args([signal, &pid])
         .status()
         .unwrap();
     assert!(sent.success());
     let out = wait(child);
     env.proxy.clear_rules();
-    assert_eq!(out.code, 130, "{out:?}");
-    assert!(out.stderr.contains("interrupted"), "{out:?}");
+    assert_eq!(out.code, 130, "{signal}: {out:?}");
+    let name = format!("interrupted (SIG{})", &signal[1..]);
+    assert!(out.stderr.contains(&name), "{out:?}");
     assert_state_sound(&env);
+    // Calls in flight finished and the last save recorded them: no
+    // resource is left as only an intent.
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
+    let resources = st["resources"].as_object().unwrap();
+    assert!(!resources.is_empty(), "{signal}: nothing recorded: {st}");
+    let pending: Vec<&String> = resources
+        .iter()
+        .filter(|(_, r)| r.get("pending").is_some())
+        .map(|(id, _)| id)
+        .collect();
+    assert!(pending.is_empty(), "{signal}: left as intents: {pending:?}");
     let up = env.run(&["up"]);
     assert_eq!(up.code, 0, "{up:?}");
     assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, one_stack());

@@ -258,7 +258,7 @@ impl Engine {
                 let result = match mode {
                     Mode::Up => up_one(&*res, &cx, &state, &path, pre).await,
                     Mode::Plan => plan_one(&*res, &cx, &state, pre).await,
-                    Mode::Down => down_one(&*res, &cx, &state).await,
+                    Mode::Down => down_one(&*res, &cx, &state, &path).await,
                 };
                 match result {
                     Ok(mut entry) => {
@@ -573,7 +573,7 @@ async fn up_one(
     let rec = lock(state).resources.get(res.id()).cloned();
     let confirmed = rec.as_ref().and_then(Record::confirmed);
     if !res.wanted() {
-        return remove_unwanted(res, cx, state, confirmed).await;
+        return remove_unwanted(res, cx, state, path, confirmed).await;
     }
     let found = match ahead {
         Some(found) => found,
@@ -684,6 +684,7 @@ async fn remove_unwanted(
     res: &dyn Resource,
     cx: &Cx,
     state: &Mutex<State>,
+    path: &state::Writer,
     rec: Option<&Record>,
 ) -> Result<Entry> {
     cx.say("reading");
@@ -695,7 +696,7 @@ async fn remove_unwanted(
         }
         None => false,
     };
-    forget(state, res.id());
+    forget(state, path, res.id()).await?;
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),
@@ -714,18 +715,27 @@ async fn remove_unwanted(
     })
 }
 
-/// Drops a deleted resource's record; written behind, like `record`.
-fn forget(state: &Mutex<State>, id: &str) {
-    change(state, |st| st.resources.remove(id).is_some());
+/// Drops a deleted resource's record and returns once that is saved:
+/// `outputs` and `send` read the file, and must not offer what is deleted.
+async fn forget(state: &Mutex<State>, path: &state::Writer, id: &str) -> Result<()> {
+    match change(state, |st| st.resources.remove(id).is_some()) {
+        Some(serial) => path.save(state, serial).await,
+        None => Ok(()),
+    }
 }
 
-async fn down_one(res: &dyn Resource, cx: &Cx, state: &Mutex<State>) -> Result<Entry> {
+async fn down_one(
+    res: &dyn Resource,
+    cx: &Cx,
+    state: &Mutex<State>,
+    path: &state::Writer,
+) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
     cx.say("deleting");
     let existed = res
         .delete(cx, rec.as_ref().and_then(Record::confirmed))
         .await?;
-    forget(state, res.id());
+    forget(state, path, res.id()).await?;
     Ok(Entry {
         id: res.id().to_string(),
         kind: res.kind(),

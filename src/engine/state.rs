@@ -2,8 +2,9 @@
 //!
 //! State is a cache of physical ids and attributes: AWS is the truth and
 //! every resource can be found again by name or tag. It is rewritten
-//! atomically after every step, so a killed run loses at most the step in
-//! flight.
+//! atomically: the intent to create and a deletion before the step goes on,
+//! a result with the next write (at the latest the run's last), so a killed
+//! run leaves at most intents, which the next run resolves by name or tag.
 
 use crate::engine::resource::Record;
 use anyhow::{bail, Context, Result};

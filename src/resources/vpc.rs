@@ -756,7 +756,7 @@ pub struct RouteTableAssociations {
     net: Net,
 }
 
-/// The `associations` attribute: `subnet=association` pairs, for `down`.
+/// The `associations` attribute: `subnet=association` pairs, for `update`.
 fn associations_attr(m: &BTreeMap<String, String>) -> String {
     m.iter()
         .map(|(s, a)| format!("{s}={a}"))
@@ -885,14 +885,12 @@ impl Resource for RouteTableAssociations {
         Ok(Self::live(&live.physical_id, &now))
     }
 
-    async fn delete(&self, cx: &Cx, rec: Option<&Record>) -> Result<bool> {
-        let have = match rec.and_then(|r| r.attrs.get("associations")) {
-            Some(attr) => parse_associations(attr),
-            None => match find_route_table(cx).await? {
-                Some(rt) => associations(&rt),
-                None => return Ok(false),
-            },
+    async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
+        // What is there now, not what was recorded.
+        let Some(rt) = find_route_table(cx).await? else {
+            return Ok(false);
         };
+        let have = associations(&rt);
         let done =
             futures::future::try_join_all(have.values().map(|a| disassociate(cx, a))).await?;
         Ok(done.contains(&true))
