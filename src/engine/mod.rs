@@ -79,6 +79,29 @@ pub struct Entry {
     pub depends_on: Vec<String>,
 }
 
+impl Entry {
+    /// An entry with no drift, error, timings or dependencies yet.
+    fn new(id: &str, kind: &'static str, action: Action, physical_id: Option<String>) -> Self {
+        Self {
+            id: id.to_string(),
+            kind,
+            action,
+            physical_id,
+            drift: vec![],
+            error: None,
+            seconds: 0.0,
+            started: 0.0,
+            read_ahead: None,
+            depends_on: vec![],
+        }
+    }
+
+    /// What one resource's run did.
+    fn of(r: &dyn Resource, action: Action, physical_id: Option<String>) -> Self {
+        Self::new(r.id(), r.kind(), action, physical_id)
+    }
+}
+
 /// How many more reads than changes go at once in the reads that start a
 /// run (`--parallel 10`: 40, enough for the whole stack in one round).
 pub const READ_AHEAD_FACTOR: usize = 4;
@@ -329,7 +352,7 @@ impl Engine {
                 error: Some(format!(
                     "{e:#}; the changes above were made but the state file does not record them all: fix the cause and run the command again (it finds them by name and tags)"
                 )),
-                ..internal_failure("state-file")
+                ..Entry::new("state-file", "internal", Action::Failed, None)
             });
         }
         for (id, o) in outcomes {
@@ -337,7 +360,7 @@ impl Engine {
                 if !by_id.contains_key(&id) {
                     out.push(Entry {
                         error: Some(format!("{e:#}")),
-                        ..internal_failure(&id)
+                        ..Entry::new(&id, "internal", Action::Failed, None)
                     });
                 }
             }
@@ -425,33 +448,11 @@ impl Engine {
     }
 }
 
-fn internal_failure(id: &str) -> Entry {
-    Entry {
-        id: id.to_string(),
-        kind: "internal",
-        action: Action::Failed,
-        physical_id: None,
-        drift: vec![],
-        error: None,
-        seconds: 0.0,
-        started: 0.0,
-        read_ahead: None,
-        depends_on: vec![],
-    }
-}
-
 fn failed(r: &dyn Resource, action: Action, msg: String) -> Entry {
     Entry {
-        id: r.id().to_string(),
-        kind: r.kind(),
-        action,
-        physical_id: None,
-        drift: vec![],
         error: Some(msg),
-        seconds: 0.0,
-        started: 0.0,
-        read_ahead: None,
         depends_on: r.depends_on(),
+        ..Entry::of(r, action, None)
     }
 }
 
@@ -606,16 +607,8 @@ async fn up_one(
     cx.publish(res.id(), live.attrs.clone());
     record(state, res, cx, &live);
     Ok(Entry {
-        id: res.id().to_string(),
-        kind: res.kind(),
-        action,
-        physical_id: Some(live.physical_id),
         drift,
-        error: None,
-        seconds: 0.0,
-        started: 0.0,
-        read_ahead: None,
-        depends_on: vec![],
+        ..Entry::of(res, action, Some(live.physical_id))
     })
 }
 
@@ -632,16 +625,8 @@ async fn plan_one(
         .filter(|r| r.pending.is_none());
     cx.say("reading");
     let entry = |action, physical_id, drift| Entry {
-        id: res.id().to_string(),
-        kind: res.kind(),
-        action,
-        physical_id,
         drift,
-        error: None,
-        seconds: 0.0,
-        started: 0.0,
-        read_ahead: None,
-        depends_on: vec![],
+        ..Entry::of(res, action, physical_id)
     };
     if !res.wanted() {
         return Ok(match res.read(cx, rec.as_ref()).await? {
@@ -697,22 +682,12 @@ async fn remove_unwanted(
         None => false,
     };
     forget(state, path, res.id()).await?;
-    Ok(Entry {
-        id: res.id().to_string(),
-        kind: res.kind(),
-        action: if existed {
-            Action::Delete
-        } else {
-            Action::Absent
-        },
-        physical_id: found.map(|l| l.physical_id),
-        drift: vec![],
-        error: None,
-        seconds: 0.0,
-        started: 0.0,
-        read_ahead: None,
-        depends_on: vec![],
-    })
+    let action = if existed {
+        Action::Delete
+    } else {
+        Action::Absent
+    };
+    Ok(Entry::of(res, action, found.map(|l| l.physical_id)))
 }
 
 /// Drops a deleted resource's record and returns once that is saved:
@@ -736,20 +711,10 @@ async fn down_one(
         .delete(cx, rec.as_ref().and_then(Record::confirmed))
         .await?;
     forget(state, path, res.id()).await?;
-    Ok(Entry {
-        id: res.id().to_string(),
-        kind: res.kind(),
-        action: if existed {
-            Action::Delete
-        } else {
-            Action::Gone
-        },
-        physical_id: rec.map(|r| r.physical_id),
-        drift: vec![],
-        error: None,
-        seconds: 0.0,
-        started: 0.0,
-        read_ahead: None,
-        depends_on: vec![],
-    })
+    let action = if existed {
+        Action::Delete
+    } else {
+        Action::Gone
+    };
+    Ok(Entry::of(res, action, rec.map(|r| r.physical_id)))
 }
