@@ -40,6 +40,21 @@ pub struct Net {
     pub wanted: bool,
 }
 
+/// The `Resource` methods every network resource answers from its `Net`.
+macro_rules! net_resource {
+    () => {
+        fn id(&self) -> &str {
+            &self.net.id
+        }
+        fn depends_on(&self) -> Vec<String> {
+            self.net.deps.clone()
+        }
+        fn wanted(&self) -> bool {
+            self.net.wanted
+        }
+    };
+}
+
 fn filters(cx: &Cx, id: &str) -> Vec<Filter> {
     filters_any(cx, &[id])
 }
@@ -149,17 +164,9 @@ fn net_live(physical: &str) -> Live {
 
 #[async_trait]
 impl Resource for Vpc {
-    fn id(&self) -> &str {
-        &self.net.id
-    }
+    net_resource!();
     fn kind(&self) -> &'static str {
         "vpc"
-    }
-    fn depends_on(&self) -> Vec<String> {
-        self.net.deps.clone()
-    }
-    fn wanted(&self) -> bool {
-        self.net.wanted
     }
     fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
         let name = cx.stack.vpc_name();
@@ -309,20 +316,12 @@ impl VpcDns {
 
 #[async_trait]
 impl Resource for VpcDns {
-    fn id(&self) -> &str {
-        &self.net.id
-    }
+    net_resource!();
     fn kind(&self) -> &'static str {
         "vpc-dns"
     }
     fn inside(&self) -> Option<&str> {
         Some(ids::VPC)
-    }
-    fn depends_on(&self) -> Vec<String> {
-        self.net.deps.clone()
-    }
-    fn wanted(&self) -> bool {
-        self.net.wanted
     }
     fn desired(&self, _cx: &Cx) -> Result<serde_json::Value> {
         Ok(json!({ "vpc": ids::VPC, "dns_hostnames": true, "dns_support": true }))
@@ -479,20 +478,12 @@ async fn lookup_zones(cx: &Cx) -> Result<[String; 2]> {
 
 #[async_trait]
 impl Resource for Subnet {
-    fn id(&self) -> &str {
-        &self.net.id
-    }
+    net_resource!();
     fn kind(&self) -> &'static str {
         "subnet"
     }
     fn inside(&self) -> Option<&str> {
         Some(ids::VPC)
-    }
-    fn depends_on(&self) -> Vec<String> {
-        self.net.deps.clone()
-    }
-    fn wanted(&self) -> bool {
-        self.net.wanted
     }
     fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
         let name = self.name(cx);
@@ -656,20 +647,12 @@ impl RouteTable {
 
 #[async_trait]
 impl Resource for RouteTable {
-    fn id(&self) -> &str {
-        &self.net.id
-    }
+    net_resource!();
     fn kind(&self) -> &'static str {
         "route-table"
     }
     fn inside(&self) -> Option<&str> {
         Some(ids::VPC)
-    }
-    fn depends_on(&self) -> Vec<String> {
-        self.net.deps.clone()
-    }
-    fn wanted(&self) -> bool {
-        self.net.wanted
     }
     fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
         let name = Self::name(cx);
@@ -833,20 +816,12 @@ impl RouteTableAssociations {
 
 #[async_trait]
 impl Resource for RouteTableAssociations {
-    fn id(&self) -> &str {
-        &self.net.id
-    }
+    net_resource!();
     fn kind(&self) -> &'static str {
         "route-table-associations"
     }
     fn inside(&self) -> Option<&str> {
         Some(ids::ROUTE_TABLE)
-    }
-    fn depends_on(&self) -> Vec<String> {
-        self.net.deps.clone()
-    }
-    fn wanted(&self) -> bool {
-        self.net.wanted
     }
     fn desired(&self, _cx: &Cx) -> Result<serde_json::Value> {
         Ok(json!({ "route_table": ids::ROUTE_TABLE, "subnets": ids::SUBNETS }))
@@ -1079,20 +1054,12 @@ fn default_egress() -> IpPermission {
 
 #[async_trait]
 impl Resource for SecurityGroup {
-    fn id(&self) -> &str {
-        &self.net.id
-    }
+    net_resource!();
     fn kind(&self) -> &'static str {
         "security-group"
     }
     fn inside(&self) -> Option<&str> {
         Some(ids::VPC)
-    }
-    fn depends_on(&self) -> Vec<String> {
-        self.net.deps.clone()
-    }
-    fn wanted(&self) -> bool {
-        self.net.wanted
     }
     fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
         let name = Self::name(cx);
@@ -1245,20 +1212,12 @@ impl GatewayEndpoint {
 
 #[async_trait]
 impl Resource for GatewayEndpoint {
-    fn id(&self) -> &str {
-        &self.net.id
-    }
+    net_resource!();
     fn kind(&self) -> &'static str {
         "vpc-endpoint"
     }
     fn inside(&self) -> Option<&str> {
         Some(ids::VPC)
-    }
-    fn depends_on(&self) -> Vec<String> {
-        self.net.deps.clone()
-    }
-    fn wanted(&self) -> bool {
-        self.net.wanted
     }
     fn desired(&self, cx: &Cx) -> Result<serde_json::Value> {
         let name = self.name(cx);
