@@ -674,12 +674,7 @@ async fn drift_is_named_by_status_and_repaired_by_up() {
 
     let up = env.up(&[]);
     assert!(up.stderr.contains("3 updated"), "{up:?}");
-    let m: Vec<String> = env
-        .proxy
-        .mutating_calls()
-        .iter()
-        .map(|c| c.operation.clone())
-        .collect();
+    let m = env.proxy.mutating_operations();
     assert!(
         !m.iter().any(|o| o.ends_with("/code")),
         "code re-uploaded: {m:?}"
@@ -1002,12 +997,7 @@ fn a_create_that_finds_the_function_adopts_it_and_reads_what_is_inside() {
     ));
     let out = env.up(&[]);
     assert!(out.stderr.contains(", 1 adopted"), "{out:?}");
-    let m: Vec<String> = env
-        .proxy
-        .mutating_calls()
-        .iter()
-        .map(|c| c.operation.clone())
-        .collect();
+    let m = env.proxy.mutating_operations();
     assert!(
         m.iter().any(|o| o == "POST /2015-03-31/functions"),
         "the create was not tried: {m:?}"

@@ -626,12 +626,7 @@ async fn stream_reads_move_to_their_own_policy_on_upgrade() {
     let up = env.run(&["up"]);
     assert_eq!(up.code, 0, "{up:?}");
     assert!(up.stderr.contains("1 created, 1 updated"), "{up:?}");
-    let muts: Vec<String> = env
-        .proxy
-        .mutating_calls()
-        .iter()
-        .map(|c| c.operation.clone())
-        .collect();
+    let muts = env.proxy.mutating_operations();
     assert_eq!(muts, ["PutRolePolicy", "PutRolePolicy"], "{muts:?}");
     assert_eq!(get("webhook-deploy").await.unwrap(), main);
     assert_eq!(get("webhook-deploy-stream").await.unwrap(), stream);

@@ -387,6 +387,14 @@ impl Proxy {
         self.calls().into_iter().filter(|c| c.mutating).collect()
     }
 
+    /// The operations of the mutating requests, in order.
+    pub fn mutating_operations(&self) -> Vec<String> {
+        self.mutating_calls()
+            .into_iter()
+            .map(|c| c.operation)
+            .collect()
+    }
+
     /// Requests answered by a fail rule instead of being forwarded.
     pub fn injected_calls(&self) -> Vec<Call> {
         let calls = self.state.calls.lock().unwrap();
