@@ -500,6 +500,13 @@ async fn out_of_band_drift_is_reported_then_repaired() {
         .send()
         .await
         .unwrap();
+    // The roles' tags come with GetRole: a lost tag is drift all the same.
+    iam.untag_role()
+        .role_name(ROLES[1])
+        .tag_keys("Project")
+        .send()
+        .await
+        .unwrap();
 
     let status = env.run(&["status"]);
     assert_eq!(status.code, 2, "{status:?}");
@@ -543,6 +550,7 @@ async fn out_of_band_drift_is_reported_then_repaired() {
             ("archive-bucket".into(), vec!["versioning".into()]),
             ("processor-logs".into(), vec!["retention_days".into()]),
             ("receiver-role".into(), vec!["policy".into()]),
+            ("processor-role".into(), vec!["tags".into()]),
         ])
     );
 
@@ -550,7 +558,7 @@ async fn out_of_band_drift_is_reported_then_repaired() {
     let plan = env.run(&["plan"]);
     assert_eq!(plan.code, 2, "{plan:?}");
     assert!(plan.stdout.contains("~ archive-bucket"), "{plan:?}");
-    assert!(plan.stdout.contains("4 to update"), "{plan:?}");
+    assert!(plan.stdout.contains("5 to update"), "{plan:?}");
     assert!(
         env.proxy.mutating_calls().is_empty(),
         "plan mutated: {:#?}",
@@ -559,9 +567,16 @@ async fn out_of_band_drift_is_reported_then_repaired() {
 
     let up = env.run(&["up"]);
     assert_eq!(up.code, 0, "{up:?}");
-    assert!(up.stderr.contains("4 updated"), "{up:?}");
+    assert!(up.stderr.contains("5 updated"), "{up:?}");
     let status = env.run(&["status"]);
     assert_eq!(status.code, 0, "{status:?}");
+    let role = iam.get_role().role_name(ROLES[1]).send().await.unwrap();
+    let tags = role.role().unwrap().tags();
+    assert!(
+        tags.iter()
+            .any(|t| t.key() == "Project" && t.value() == "webhook-processing"),
+        "{tags:?}"
+    );
     let p = iam
         .get_role_policy()
         .role_name(ROLES[0])
