@@ -29,6 +29,8 @@ impl From<&crate::cli::Common> for ConnectOptions {
 #[derive(Clone, Debug)]
 pub struct Clients {
     pub region: String,
+    /// The ARN partition of the account (`aws` in the commercial regions).
+    pub partition: String,
     pub account: String,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub s3: aws_sdk_s3::Client,
@@ -65,6 +67,14 @@ impl Clients {
             .account()
             .context("sts:GetCallerIdentity returned no account id")?
             .to_string();
+        // The caller's own ARN names the partition (`aws`, `aws-cn`,
+        // `aws-us-gov`, ...) that every ARN the stack writes must use.
+        let partition = who
+            .arn()
+            .and_then(|arn| arn.split(':').nth(1))
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| partition_of(&region).to_string());
         // Path-style addressing: virtual-host names do not resolve on an
         // emulator at 127.0.0.1/localhost.
         let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
@@ -73,6 +83,7 @@ impl Clients {
         Ok(Self {
             region,
             account,
+            partition,
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             iam: aws_sdk_iam::Client::new(&sdk),
@@ -143,5 +154,56 @@ impl Clients {
             env.insert("AWS_ENDPOINT_URL".into(), url.to_string());
         }
         Ok(env)
+    }
+}
+
+/// The ARN partition of a region, for when the caller's ARN does not say.
+pub fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else if region.starts_with("eu-isoe-") {
+        "aws-iso-e"
+    } else if region.starts_with("us-isof-") {
+        "aws-iso-f"
+    } else {
+        "aws"
+    }
+}
+
+/// The domain of a region's service endpoints.
+pub fn dns_suffix(region: &str) -> &'static str {
+    match partition_of(region) {
+        "aws-cn" => "amazonaws.com.cn",
+        "aws-iso" => "c2s.ic.gov",
+        "aws-iso-b" => "sc2s.sgov.gov",
+        "aws-iso-e" => "cloud.adc-e.uk",
+        "aws-iso-f" => "csp.hci.ic.gov",
+        _ => "amazonaws.com",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_and_domains_follow_the_region() {
+        assert_eq!(partition_of("eu-west-1"), "aws");
+        assert_eq!(partition_of("cn-northwest-1"), "aws-cn");
+        assert_eq!(partition_of("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(partition_of("us-isob-east-1"), "aws-iso-b");
+        assert_eq!(partition_of("us-iso-east-1"), "aws-iso");
+        assert_eq!(dns_suffix("cn-north-1"), "amazonaws.com.cn");
+        assert_eq!(dns_suffix("us-gov-east-1"), "amazonaws.com");
+        assert_eq!(
+            crate::stack::api_url("abc", "cn-north-1"),
+            "https://abc.execute-api.cn-north-1.amazonaws.com.cn/prod/webhook"
+        );
     }
 }

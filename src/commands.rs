@@ -93,18 +93,17 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         }
         None => State::new(&c.suffix, &aws.region, &aws.account),
     };
-    let settings = Settings {
-        suffix: c.suffix.clone(),
-        region: aws.region.clone(),
-        account: aws.account.clone(),
-        opts: stack::StackOptions {
+    let settings = Settings::new(
+        &c.suffix,
+        &aws,
+        stack::StackOptions {
             api_key_required: !cli.api.no_api_key,
             throttle_rate: cli.api.throttle_rate,
             throttle_burst: cli.api.throttle_burst,
             alarm_email: cli.api.alarm_email.clone(),
             ..compute
         },
-    };
+    );
     if mode == Mode::Down && !c.yes {
         confirm_down(&settings)?;
     }
@@ -479,12 +478,7 @@ async fn add_secrets(cli: &Cli, st: &State, out: &mut serde_json::Value) -> Resu
             .with_context(|| format!("cannot read API key {key_id} (apigateway:GetApiKey)"))?;
         out["apiKeyValue"] = json!(key.value());
     }
-    let settings = Settings {
-        suffix: c.suffix.clone(),
-        region: aws.region.clone(),
-        account: aws.account.clone(),
-        opts: stack::StackOptions::default(),
-    };
+    let settings = Settings::new(&c.suffix, &aws, stack::StackOptions::default());
     let cx = Cx::new(
         Arc::new(aws),
         Arc::new(settings),

@@ -34,6 +34,8 @@ pub struct Settings {
     pub suffix: String,
     pub region: String,
     pub account: String,
+    /// The ARN partition (`aws`, `aws-cn`, `aws-us-gov`, ...).
+    pub partition: String,
     pub opts: StackOptions,
 }
 
@@ -208,13 +210,38 @@ pub const WEBHOOK_PATH_PART: &str = "webhook";
 
 /// The invoke URL senders post to.
 pub fn api_url(api_id: &str, region: &str) -> String {
-    format!("https://{api_id}.execute-api.{region}.amazonaws.com/{STAGE}/{WEBHOOK_PATH_PART}")
+    let domain = crate::aws::dns_suffix(region);
+    format!("https://{api_id}.execute-api.{region}.{domain}/{STAGE}/{WEBHOOK_PATH_PART}")
 }
 
 pub const TAG_STACK: &str = "webhook-deploy:stack";
 pub const TAG_RESOURCE: &str = "webhook-deploy:resource";
 
 impl Settings {
+    /// The stack `suffix` in the account and region `aws` is connected to.
+    pub fn new(suffix: &str, aws: &crate::aws::Clients, opts: StackOptions) -> Self {
+        Settings {
+            suffix: suffix.to_string(),
+            region: aws.region.clone(),
+            account: aws.account.clone(),
+            partition: aws.partition.clone(),
+            opts,
+        }
+    }
+
+    /// `arn:<partition>:<service>:<region>:<account>:<resource>`.
+    pub fn arn(&self, service: &str, region: &str, account: &str, resource: &str) -> String {
+        format!(
+            "arn:{}:{service}:{region}:{account}:{resource}",
+            self.partition
+        )
+    }
+
+    /// An ARN in the stack's region and account.
+    pub fn own_arn(&self, service: &str, resource: &str) -> String {
+        self.arn(service, &self.region, &self.account, resource)
+    }
+
     pub fn name(&self, base: &str) -> String {
         format!("{base}-{}", self.suffix)
     }
@@ -256,12 +283,7 @@ impl Settings {
     }
 
     pub fn function_arn(&self, f: Function) -> String {
-        format!(
-            "arn:aws:lambda:{}:{}:function:{}",
-            self.region,
-            self.account,
-            self.function_name(f)
-        )
+        self.own_arn("lambda", &format!("function:{}", self.function_name(f)))
     }
 
     pub fn log_group_name(&self, f: Function) -> String {
@@ -277,25 +299,15 @@ impl Settings {
     }
 
     pub fn table_arn(&self) -> String {
-        format!(
-            "arn:aws:dynamodb:{}:{}:table/{}",
-            self.region,
-            self.account,
-            self.table_name()
-        )
+        self.own_arn("dynamodb", &format!("table/{}", self.table_name()))
     }
 
     pub fn bucket_arn(&self) -> String {
-        format!("arn:aws:s3:::{}", self.bucket_name())
+        self.arn("s3", "", "", &self.bucket_name())
     }
 
     pub fn log_group_arn(&self, f: Function) -> String {
-        format!(
-            "arn:aws:logs:{}:{}:log-group:{}",
-            self.region,
-            self.account,
-            self.log_group_name(f)
-        )
+        self.own_arn("logs", &format!("log-group:{}", self.log_group_name(f)))
     }
 
     pub fn api_name(&self) -> String {
@@ -723,6 +735,7 @@ mod tests {
             suffix: "dev".into(),
             region: "us-east-1".into(),
             account: "123456789012".into(),
+            partition: "aws".into(),
             opts: StackOptions::default(),
         }
     }

@@ -808,3 +808,110 @@ async fn down_removes_the_api_usage_plan_key_alarms_and_topic() {
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stderr.contains("0 deleted"), "{again:?}");
 }
+
+/// Every ARN a policy names, however the statement spells `Resource`.
+fn policy_arns(doc: &str) -> Vec<String> {
+    let doc = urlencoding::decode(doc)
+        .map(|d| d.into_owned())
+        .unwrap_or(doc.to_string());
+    let v: Value = serde_json::from_str(&doc).unwrap();
+    let mut out = Vec::new();
+    for st in v["Statement"].as_array().unwrap() {
+        let r = &st["Resource"];
+        let all = r.as_array().cloned().unwrap_or_else(|| vec![r.clone()]);
+        out.extend(
+            all.iter()
+                .filter_map(|a| a.as_str())
+                .filter(|a| a.starts_with("arn:"))
+                .map(String::from),
+        );
+    }
+    out
+}
+
+/// In the China (and GovCloud) partitions an `arn:aws:` ARN matches
+/// nothing: the policies, the integration, the permission's source and the
+/// invoke URL carry the account's own partition, and nothing drifts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stack_in_the_china_partition_names_everything_in_that_partition() {
+    const CN: &str = "cn-north-1";
+    let env = start();
+    let out = env.run(&["up", "--region", CN]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!(".execute-api.{CN}.amazonaws.com.cn/prod/webhook")),
+        "{out:?}"
+    );
+    let conf = support::sdk_config_in(&env.moto.endpoint, CN).await;
+
+    let iam = aws_sdk_iam::Client::new(&conf);
+    let mut arns = Vec::new();
+    for role in [
+        "webhook-receiver-role-t5",
+        "event-processor-role-t5",
+        "dead-letter-handler-role-t5",
+    ] {
+        let names = iam
+            .list_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .unwrap();
+        for name in names.policy_names() {
+            let p = iam
+                .get_role_policy()
+                .role_name(role)
+                .policy_name(name)
+                .send()
+                .await
+                .unwrap();
+            arns.extend(policy_arns(p.policy_document()));
+        }
+    }
+    assert!(arns.len() >= 6, "{arns:?}");
+    let foreign: Vec<_> = arns
+        .iter()
+        .filter(|a| !a.starts_with("arn:aws-cn:"))
+        .collect();
+    assert!(foreign.is_empty(), "ARNs outside aws-cn: {foreign:?}");
+
+    let gw = aws_sdk_apigateway::Client::new(&conf);
+    let api = api_id(&gw).await.expect("the API exists");
+    let res = webhook_resource(&gw, &api).await;
+    let integration = gw
+        .get_integration()
+        .rest_api_id(&api)
+        .resource_id(&res)
+        .http_method("POST")
+        .send()
+        .await
+        .unwrap();
+    let uri = integration.uri().unwrap_or_default();
+    assert!(
+        uri.starts_with(&format!("arn:aws-cn:apigateway:{CN}:lambda:path/"))
+            && uri.contains(&format!(
+                "arn:aws-cn:lambda:{CN}:{ACCOUNT}:function:{RECEIVER}"
+            )),
+        "{uri}"
+    );
+    let lambda = aws_sdk_lambda::Client::new(&conf);
+    let policy = lambda
+        .get_policy()
+        .function_name(RECEIVER)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        policy
+            .policy()
+            .unwrap_or_default()
+            .contains(&format!("arn:aws-cn:execute-api:{CN}:{ACCOUNT}:{api}/")),
+        "{policy:?}"
+    );
+
+    let status = env.run(&["status", "--region", CN]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let down = env.run(&["down", "--yes", "--region", CN]);
+    assert_eq!(down.code, 0, "{down:?}");
+}

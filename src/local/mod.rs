@@ -53,15 +53,14 @@ async fn connect(cli: &Cli) -> Result<Clients> {
 }
 
 fn settings(cli: &Cli, aws: &Clients, opts: stack::StackOptions) -> Settings {
-    Settings {
-        suffix: cli.common.suffix.clone(),
-        region: aws.region.clone(),
-        account: aws.account.clone(),
-        opts: stack::StackOptions {
+    Settings::new(
+        &cli.common.suffix,
+        aws,
+        stack::StackOptions {
             api_key_required: !cli.api.no_api_key,
             ..opts
         },
-    }
+    )
 }
 
 /// The spec of one function as the stack would deploy it.
@@ -334,6 +333,7 @@ pub async fn local(cli: &Cli, opts: stack::StackOptions, port: u16) -> Result<u8
         region: s.region.clone(),
         stream_arn,
         bucket: s.bucket_name(),
+        bucket_arn: s.bucket_arn(),
         processor: processor.clone(),
         dead_letter: dead_letter.clone(),
         settings: stream::MappingSettings::default(),

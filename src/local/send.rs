@@ -375,12 +375,7 @@ async fn deployed_target(cli: &Cli) -> Result<Target> {
         ..ConnectOptions::from(c)
     })
     .await?;
-    let s = stack::Settings {
-        suffix: c.suffix.clone(),
-        region: aws.region.clone(),
-        account: aws.account.clone(),
-        opts: stack::StackOptions::default(),
-    };
+    let s = stack::Settings::new(&c.suffix, &aws, stack::StackOptions::default());
     // The scheme and secret the receiver really has.
     let conf = aws
         .lambda

@@ -54,6 +54,7 @@ pub struct Poller {
     pub region: String,
     pub stream_arn: String,
     pub bucket: String,
+    pub bucket_arn: String,
     pub processor: Arc<LocalFunction>,
     pub dead_letter: Arc<LocalFunction>,
     pub settings: MappingSettings,
@@ -398,7 +399,7 @@ impl Poller {
                 "bucket": {
                     "name": self.bucket,
                     "ownerIdentity": { "principalId": "local" },
-                    "arn": format!("arn:aws:s3:::{}", self.bucket),
+                    "arn": self.bucket_arn,
                 },
                 "object": {
                     "key": urlencoding::encode(key).replace("%2F", "/"),

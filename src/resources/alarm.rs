@@ -202,10 +202,8 @@ impl MetricAlarm {
     }
 
     fn arn(&self, cx: &Cx) -> String {
-        format!(
-            "arn:aws:cloudwatch:{}:{}:alarm:{}",
-            cx.stack.region, cx.stack.account, self.spec.name
-        )
+        cx.stack
+            .own_arn("cloudwatch", &format!("alarm:{}", self.spec.name))
     }
 
     fn tags(&self, cx: &Cx) -> BTreeMap<String, String> {

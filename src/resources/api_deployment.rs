@@ -216,9 +216,11 @@ impl ApiStage {
     }
 
     fn arn(cx: &Cx, api: &str) -> String {
-        format!(
-            "arn:aws:apigateway:{}::/restapis/{api}/stages/{STAGE}",
-            cx.stack.region
+        cx.stack.arn(
+            "apigateway",
+            &cx.stack.region,
+            "",
+            &format!("/restapis/{api}/stages/{STAGE}"),
         )
     }
 

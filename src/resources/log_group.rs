@@ -24,10 +24,8 @@ impl LogGroup {
     }
 
     fn arn(&self, cx: &Cx) -> String {
-        format!(
-            "arn:aws:logs:{}:{}:log-group:{}",
-            cx.stack.region, cx.stack.account, self.name
-        )
+        cx.stack
+            .own_arn("logs", &format!("log-group:{}", self.name))
     }
 
     fn tags(&self, cx: &Cx) -> BTreeMap<String, String> {

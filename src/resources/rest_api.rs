@@ -116,9 +116,11 @@ impl Definition {
             integration_type: "AWS_PROXY".into(),
             // Lambda proxy integrations always call Lambda with POST.
             integration_http_method: "POST".into(),
-            integration_uri: format!(
-                "arn:aws:apigateway:{}:lambda:path/2015-03-31/functions/{function_arn}/invocations",
-                cx.stack.region
+            integration_uri: cx.stack.arn(
+                "apigateway",
+                &cx.stack.region,
+                "lambda",
+                &format!("path/2015-03-31/functions/{function_arn}/invocations"),
             ),
         })
     }
@@ -150,17 +152,16 @@ impl RestApi {
             .attr("id", id)
             .attr("api_id", id)
             .attr("root_resource_id", root)
-            .attr(
-                "execution_arn",
-                format!(
-                    "arn:aws:execute-api:{}:{}:{id}",
-                    cx.stack.region, cx.stack.account
-                ),
-            )
+            .attr("execution_arn", cx.stack.own_arn("execute-api", id))
     }
 
     fn arn(cx: &Cx, id: &str) -> String {
-        format!("arn:aws:apigateway:{}::/restapis/{id}", cx.stack.region)
+        cx.stack.arn(
+            "apigateway",
+            &cx.stack.region,
+            "",
+            &format!("/restapis/{id}"),
+        )
     }
 }
 

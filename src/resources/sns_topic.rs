@@ -30,12 +30,7 @@ impl AlarmTopic {
     }
 
     fn arn(cx: &Cx) -> String {
-        format!(
-            "arn:aws:sns:{}:{}:{}",
-            cx.stack.region,
-            cx.stack.account,
-            cx.stack.alarm_topic_name()
-        )
+        cx.stack.own_arn("sns", &cx.stack.alarm_topic_name())
     }
 
     fn tags(&self, cx: &Cx) -> BTreeMap<String, String> {

@@ -223,9 +223,11 @@ impl Resource for UsagePlan {
                 )),
                 "tags" => {
                     gw.tag_resource()
-                        .resource_arn(format!(
-                            "arn:aws:apigateway:{}::/usageplans/{id}",
-                            cx.stack.region
+                        .resource_arn(cx.stack.arn(
+                            "apigateway",
+                            &cx.stack.region,
+                            "",
+                            &format!("/usageplans/{id}"),
                         ))
                         .set_tags(Some(self.tags(cx).into_iter().collect()))
                         .send()
@@ -377,9 +379,11 @@ impl Resource for ApiKey {
                 }
                 "tags" => {
                     gw.tag_resource()
-                        .resource_arn(format!(
-                            "arn:aws:apigateway:{}::/apikeys/{id}",
-                            cx.stack.region
+                        .resource_arn(cx.stack.arn(
+                            "apigateway",
+                            &cx.stack.region,
+                            "",
+                            &format!("/apikeys/{id}"),
                         ))
                         .set_tags(Some(self.tags(cx).into_iter().collect()))
                         .send()

@@ -18,8 +18,13 @@ pub const TEST_ACCOUNT_ID: &str = "123456789012";
 
 /// SDK config for `endpoint`: region us-east-1, static credentials `testing`/`testing`.
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    sdk_config_in(endpoint, TEST_REGION).await
+}
+
+/// SDK config for `endpoint` in `region`.
+pub async fn sdk_config_in(endpoint: &str, region: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(TEST_REGION))
+        .region(aws_config::Region::new(region.to_string()))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(
             TEST_ACCESS_KEY,
             TEST_SECRET_KEY,
