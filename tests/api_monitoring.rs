@@ -771,8 +771,10 @@ async fn down_removes_the_api_usage_plan_key_alarms_and_topic() {
         support::inventory::count_tagged(&conf, SUFFIX).await,
         support::inventory::one_stack_with(false)
     );
+    let api = api_id(&gw).await.expect("the API exists");
+    env.proxy.clear();
     let t = Instant::now();
-    let down = run(&env, &["down", "--yes"]);
+    let down = run(&env, &["down", "--yes", "--output", "json"]);
     eprintln!(
         "down: {:.1}s, {} calls",
         t.elapsed().as_secs_f64(),
@@ -780,6 +782,46 @@ async fn down_removes_the_api_usage_plan_key_alarms_and_topic() {
     );
     assert_eq!(down.code, 0, "{down:?}");
     assert!(api_id(&gw).await.is_none(), "REST API left");
+    // DeleteRestApi takes the route, method, deployment and stage along:
+    // no call of their own (API Gateway's control plane is rate-limited),
+    // yet each is reported deleted, after the API.
+    let api_deletes: Vec<String> = env
+        .proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.service == "apigateway" && c.operation.starts_with("DELETE /restapis"))
+        .map(|c| c.operation)
+        .collect();
+    assert_eq!(api_deletes, vec![format!("DELETE /restapis/{api}")]);
+    let report: Value = serde_json::from_str(&down.stdout).unwrap();
+    let entry = |id: &str| {
+        report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not in {report:#}"))
+    };
+    let api_entry = entry("api");
+    let api_done = api_entry["started"].as_f64().unwrap() + api_entry["seconds"].as_f64().unwrap();
+    for id in [
+        "api-webhook-resource",
+        "api-webhook-post",
+        "api-deployment",
+        "api-stage",
+    ] {
+        let e = entry(id);
+        assert_eq!(e["action"], "delete", "{e:#}");
+        assert_eq!(e["depends_on"], serde_json::json!(["api"]), "{e:#}");
+        assert!(e["started"].as_f64().unwrap() >= api_done - 1e-3, "{e:#}");
+    }
+    // The API goes once the usage plan no longer names its stage.
+    let waited = api_entry["depends_on"].as_array().unwrap();
+    assert!(
+        waited.iter().any(|d| d == "api-usage-plan"),
+        "{api_entry:#}"
+    );
     assert!(
         gw.get_usage_plans()
             .send()

@@ -135,6 +135,37 @@ pub fn reversed(nodes: &[Node]) -> Vec<Node> {
         .collect()
 }
 
+/// The graph `down` walks: every edge reversed (dependents are deleted
+/// first), except for what `swept` maps to the container whose deletion
+/// takes it along. Such a container waits for everything its contents
+/// wait for, and the contents wait only for the container.
+pub fn teardown(nodes: &[Node], swept: &BTreeMap<String, String>) -> Vec<Node> {
+    let mut rev = reversed(nodes);
+    let waits: BTreeMap<String, Vec<String>> =
+        rev.iter().map(|n| (n.id.clone(), n.deps.clone())).collect();
+    for n in &mut rev {
+        if let Some(container) = swept.get(&n.id) {
+            n.deps = vec![container.clone()];
+            continue;
+        }
+        let contents: Vec<&String> = swept
+            .iter()
+            .filter(|(_, c)| **c == n.id)
+            .map(|(id, _)| id)
+            .collect();
+        for id in contents {
+            for d in waits.get(id).into_iter().flatten() {
+                let inside = swept.get(d) == Some(&n.id);
+                if *d != n.id && !inside && !n.deps.contains(d) {
+                    n.deps.push(d.clone());
+                }
+            }
+        }
+        n.deps.retain(|d| swept.get(d) != Some(&n.id));
+    }
+    rev
+}
+
 /// Runs `work` for every node in dependency order. When `stop` becomes true,
 /// nothing new starts; in-flight work finishes.
 pub async fn run<F, Fut>(
@@ -263,6 +294,46 @@ mod tests {
             node("d", &["b", "c"]),
             node("e", &[]),
         ]
+    }
+
+    #[test]
+    fn teardown_deletes_a_sweeping_container_before_its_contents() {
+        // api contains route, route contains method, stage contains nothing
+        // but a plan outside depends on it; perm outside depends on api.
+        let nodes = vec![
+            node("fn", &[]),
+            node("api", &[]),
+            node("route", &["api"]),
+            node("method", &["route", "fn"]),
+            node("stage", &["method"]),
+            node("plan", &["stage"]),
+            node("perm", &["api", "fn"]),
+        ];
+        let swept: BTreeMap<String, String> =
+            [("route", "api"), ("method", "api"), ("stage", "api")]
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+        let g = teardown(&nodes, &swept);
+        validate(&g).unwrap();
+        let deps = |id: &str| {
+            let mut d = g.iter().find(|n| n.id == id).unwrap().deps.clone();
+            d.sort();
+            d
+        };
+        // The container waits for what depends on it or on its contents.
+        assert_eq!(deps("api"), vec!["perm", "plan"]);
+        // Its contents go with it.
+        assert_eq!(deps("route"), vec!["api"]);
+        assert_eq!(deps("method"), vec!["api"]);
+        assert_eq!(deps("stage"), vec!["api"]);
+        // What the contents need outlives the container.
+        assert_eq!(deps("fn"), vec!["method", "perm"]);
+        // Without sweeping it is the reversed graph.
+        let plain = teardown(&nodes, &BTreeMap::new());
+        for (a, b) in plain.iter().zip(reversed(&nodes)) {
+            assert_eq!((&a.id, &a.deps), (&b.id, &b.deps));
+        }
     }
 
     #[test]

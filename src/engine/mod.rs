@@ -74,7 +74,8 @@ pub struct Entry {
     /// at the start of the run), and how long it took.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_ahead: Option<Timing>,
-    /// Logical ids this resource waited for (the graph, for tools).
+    /// Logical ids this resource waited for (the graph, for tools): its
+    /// dependencies, and in `down` what is deleted before it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
 }
@@ -219,11 +220,20 @@ impl Engine {
             .iter()
             .map(|r| (r.id().to_string(), r.clone()))
             .collect();
+        let swept = if mode == Mode::Down {
+            swept(&by_id)
+        } else {
+            BTreeMap::new()
+        };
         let nodes = if mode == Mode::Down {
-            graph::reversed(&self.nodes)
+            graph::teardown(&self.nodes, &swept)
         } else {
             self.nodes.clone()
         };
+        let waits: BTreeMap<String, Vec<String>> = nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.deps.clone()))
+            .collect();
         // Every read at once at the start (Up, Plan): a resource whose read
         // saw what its dependencies then publish, and none of whose
         // dependencies changed anything, is not read again when the walk
@@ -252,6 +262,11 @@ impl Engine {
                     .is_none_or(|up| up.is_disjoint(&changed))
             };
             let fresh_container = container_is_new && mode != Mode::Down;
+            // Down: the container that took this one along is done.
+            let swept_by = swept
+                .get(&id)
+                .and_then(|c| lock(&entries).get(c).map(|e| e.action.clone()));
+            let waited_for = waits.get(&id).cloned().unwrap_or_default();
             let cx = if fresh_container {
                 cx.in_new_container()
             } else {
@@ -281,14 +296,17 @@ impl Engine {
                 let result = match mode {
                     Mode::Up => up_one(&*res, &cx, &state, &path, pre).await,
                     Mode::Plan => plan_one(&*res, &cx, &state, pre).await,
-                    Mode::Down => down_one(&*res, &cx, &state, &path).await,
+                    Mode::Down => match swept_by {
+                        Some(container) => swept_one(&*res, &state, &path, container).await,
+                        None => down_one(&*res, &cx, &state, &path).await,
+                    },
                 };
                 match result {
                     Ok(mut entry) => {
                         entry.seconds = t.elapsed().as_secs_f64();
                         entry.started = t.duration_since(started).as_secs_f64();
                         entry.read_ahead = timing;
-                        entry.depends_on = res.depends_on();
+                        entry.depends_on = waited_for;
                         if entry.action != Action::NoChange {
                             lock(&changed).insert(entry.id.clone());
                         }
@@ -697,6 +715,45 @@ async fn forget(state: &Mutex<State>, path: &state::Writer, id: &str) -> Result<
         Some(serial) => path.save(state, serial).await,
         None => Ok(()),
     }
+}
+
+/// Down: what a container's deletion takes along ([`Resource::deletes_contents`]),
+/// each mapped to the outermost such container it is inside.
+fn swept(by_id: &BTreeMap<String, Arc<dyn Resource>>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for id in by_id.keys() {
+        let mut sweeper = None;
+        let mut at = by_id.get(id).and_then(|r| r.inside());
+        while let Some(c) = at {
+            let Some(container) = by_id.get(c) else { break };
+            if container.deletes_contents() {
+                sweeper = Some(c.to_string());
+            }
+            at = container.inside();
+        }
+        if let Some(c) = sweeper {
+            out.insert(id.clone(), c);
+        }
+    }
+    out
+}
+
+/// Down for what went with its container: no call of its own. Reported
+/// deleted when the container was deleted and the state file knew of it.
+async fn swept_one(
+    res: &dyn Resource,
+    state: &Mutex<State>,
+    path: &state::Writer,
+    container: Action,
+) -> Result<Entry> {
+    let rec = lock(state).resources.get(res.id()).cloned();
+    forget(state, path, res.id()).await?;
+    let action = if container == Action::Delete && rec.is_some() {
+        Action::Delete
+    } else {
+        Action::Gone
+    };
+    Ok(Entry::of(res, action, rec.map(|r| r.physical_id)))
 }
 
 async fn down_one(

@@ -122,4 +122,12 @@ pub trait Resource: Send + Sync {
     fn inside(&self) -> Option<&str> {
         None
     }
+
+    /// Deleting this object deletes everything inside it (a REST API its
+    /// routes, methods, deployments and stages): `down` deletes it as soon
+    /// as what depends on its contents is gone, and its contents go with it
+    /// without calls of their own.
+    fn deletes_contents(&self) -> bool {
+        false
+    }
 }

@@ -170,6 +170,13 @@ impl Resource for RestApi {
     fn id(&self) -> &str {
         &self.id
     }
+
+    /// DeleteRestApi takes the routes, methods, deployments and stages
+    /// along: `down` spends no calls on them (API Gateway's control plane
+    /// is rate-limited hard).
+    fn deletes_contents(&self) -> bool {
+        true
+    }
     fn kind(&self) -> &'static str {
         "apigw-rest-api"
     }
