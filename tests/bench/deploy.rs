@@ -340,6 +340,26 @@ fn main() {
         critical_path(&p1.entries, &w_measured, ("sts+reads", root_measured));
     let serial_model = sts_model + ahead_sum.0 + w_model.values().sum::<f64>();
     let serial_measured = sts_measured + ahead_sum.1 + w_measured.values().sum::<f64>();
+    // The same for `down`: each resource's deletion alone, and the graph
+    // the walk used (`depends_on`: what was deleted before it).
+    let p1_down = measure(
+        "p1-down",
+        &serial,
+        &model,
+        &["down", "--yes", "--parallel", "1"],
+        &[0],
+    );
+    let (down_sts_measured, down_sts_model) = p1_down.sts(&model);
+    let (mut dw_model, mut dw_measured) = (BTreeMap::new(), BTreeMap::new());
+    for e in &p1_down.entries {
+        let id = e["id"].as_str().unwrap_or_default().to_string();
+        dw_model.insert(id.clone(), p1_down.rounds(e).0 .1);
+        dw_measured.insert(id, e["seconds"].as_f64().unwrap_or(0.0));
+    }
+    let (down_bound, down_path) =
+        critical_path(&p1_down.entries, &dw_model, ("sts", down_sts_model));
+    let (down_bound_measured, _) =
+        critical_path(&p1_down.entries, &dw_measured, ("sts", down_sts_measured));
     drop(serial);
 
     let env = env_with_latency("benchp", &model);
@@ -430,8 +450,23 @@ fn main() {
         noop1.wall, noop1.reads, noop1.writes, noop1.cpu
     );
     println!(
-        "| down | {:.2} | {} | {} | {:.2} | |",
-        down.wall, down.reads, down.writes, down.cpu
+        "| down | {:.2} | {} | {} | {:.2} | {:.2} × critical path ({:.2} s, latency model); {:.2} × measured critical path ({:.2} s) |",
+        down.wall,
+        down.reads,
+        down.writes,
+        down.cpu,
+        down.wall / down_bound,
+        down_bound,
+        down.wall / down_bound_measured,
+        down_bound_measured
+    );
+    println!(
+        "| down, --parallel 1 | {:.2} | {} | {} | {:.2} | {:.2} × default |",
+        p1_down.wall,
+        p1_down.reads,
+        p1_down.writes,
+        p1_down.cpu,
+        p1_down.wall / down.wall
     );
     println!();
     println!("resources: {resources}");
@@ -442,6 +477,10 @@ fn main() {
     println!(
         "critical path, measured per resource in the --parallel 1 run ({bound_measured:.2} s): {}",
         path_measured.join(" → ")
+    );
+    println!(
+        "down's critical path, latency model ({down_bound:.2} s): {}",
+        down_path.join(" → ")
     );
     println!(
         "serial work (sum over resources, sts included): {serial_model:.2} s latency model, {serial_measured:.2} s measured; so --parallel can gain at most {:.2} × (model) / {:.2} × (measured)",
