@@ -819,6 +819,37 @@ mod tests {
     }
 
     #[test]
+    fn down_deletes_the_api_with_its_contents_and_the_rest_one_by_one() {
+        let resources = define(&settings());
+        let nodes = crate::engine::nodes(&resources);
+        let by_id = resources
+            .iter()
+            .map(|r| (r.id().to_string(), r.clone()))
+            .collect();
+        let (graph, swept) = crate::engine::teardown_plan(&nodes, &by_id);
+        let mut contents: Vec<&str> = swept.keys().map(String::as_str).collect();
+        contents.sort();
+        assert_eq!(
+            contents,
+            [
+                ids::API_DEPLOYMENT,
+                ids::API_STAGE,
+                ids::API_METHOD,
+                ids::API_ROUTE
+            ]
+        );
+        assert!(swept.values().all(|c| c == ids::API));
+        crate::engine::graph::validate(&graph).unwrap();
+        let waits = |id: &str| {
+            let mut d = graph.iter().find(|n| n.id == id).unwrap().deps.clone();
+            d.sort();
+            d
+        };
+        assert_eq!(waits(ids::API_STAGE), [ids::API]);
+        assert_eq!(waits(ids::API), [ids::API_PERMISSION, ids::USAGE_PLAN]);
+    }
+
+    #[test]
     fn policies_scope_every_statement_to_an_arn() {
         let s = settings();
         for vpc in [true, false] {

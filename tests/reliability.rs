@@ -329,3 +329,70 @@ async fn interrupt_then_rerun(signal: &str) {
     assert_eq!(up.code, 0, "{up:?}");
     assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, one_stack());
 }
+
+/// `down` stopped while the REST API is being deleted: the call finishes,
+/// and the API's route, method, deployment and stage, which went with it,
+/// leave the state file in the same save as the API.
+#[tokio::test(flavor = "multi_thread")]
+async fn down_stopped_during_the_apis_deletion_keeps_no_record_of_its_contents() {
+    let env = Env::start(SUFFIX);
+    assert_eq!(env.run(&["up", "--no-vpc"]).code, 0);
+    let delete_api = |r: &support::proxy::RequestInfo| {
+        r.service == "apigateway"
+            && r.method == "DELETE"
+            && r.path_and_query.starts_with("/restapis/")
+            && r.path_and_query.matches('/').count() == 2
+    };
+    env.proxy.clear();
+    env.proxy.add_rule(Rule::delay(
+        Matcher::custom(delete_api),
+        Duration::from_secs(2),
+    ));
+    let child = env.spawn(&["down", "--yes", "--no-vpc"]);
+    // The API goes right after its usage plan.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env
+        .proxy
+        .calls()
+        .iter()
+        .any(|c| c.operation.starts_with("DELETE /usageplans/") && !c.operation.contains("/keys/"))
+    {
+        assert!(Instant::now() < deadline, "the usage plan was not deleted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = wait(child);
+    env.proxy.clear_rules();
+    assert_eq!(out.code, 130, "{out:?}");
+    let api_deleted = env.proxy.calls().iter().any(|c| {
+        c.service == "apigateway"
+            && c.operation.starts_with("DELETE /restapis/")
+            && c.operation.matches('/').count() == 2
+            && c.status < 300
+    });
+    assert!(api_deleted, "the API's deletion did not finish: {out:?}");
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
+    let left: Vec<&str> = [
+        "api",
+        "api-webhook-resource",
+        "api-webhook-post",
+        "api-deployment",
+        "api-stage",
+    ]
+    .into_iter()
+    .filter(|id| st["resources"].get(*id).is_some())
+    .collect();
+    assert!(
+        left.is_empty(),
+        "recorded after the API was deleted: {left:?}"
+    );
+    let down = env.run(&["down", "--yes", "--no-vpc"]);
+    assert_eq!(down.code, 0, "{down:?}");
+    assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, nothing());
+}

@@ -220,16 +220,13 @@ impl Engine {
             .iter()
             .map(|r| (r.id().to_string(), r.clone()))
             .collect();
-        let swept = if mode == Mode::Down {
-            swept(&by_id)
+        let (nodes, swept) = if mode == Mode::Down {
+            teardown_plan(&self.nodes, &by_id)
         } else {
-            BTreeMap::new()
+            (self.nodes.clone(), BTreeMap::new())
         };
-        let nodes = if mode == Mode::Down {
-            graph::teardown(&self.nodes, &swept)
-        } else {
-            self.nodes.clone()
-        };
+        // Down: which of the swept ones the state file knew of.
+        let recorded: BTreeSet<String> = lock(&self.state).resources.keys().cloned().collect();
         let waits: BTreeMap<String, Vec<String>> = nodes
             .iter()
             .map(|n| (n.id.clone(), n.deps.clone()))
@@ -267,6 +264,12 @@ impl Engine {
                 .get(&id)
                 .and_then(|c| lock(&entries).get(c).map(|e| e.action.clone()));
             let waited_for = waits.get(&id).cloned().unwrap_or_default();
+            let contents: Vec<String> = swept
+                .iter()
+                .filter(|(_, c)| **c == id)
+                .map(|(child, _)| child.clone())
+                .collect();
+            let known = recorded.contains(&id);
             let cx = if fresh_container {
                 cx.in_new_container()
             } else {
@@ -297,8 +300,8 @@ impl Engine {
                     Mode::Up => up_one(&*res, &cx, &state, &path, pre).await,
                     Mode::Plan => plan_one(&*res, &cx, &state, pre).await,
                     Mode::Down => match swept_by {
-                        Some(container) => swept_one(&*res, &state, &path, container).await,
-                        None => down_one(&*res, &cx, &state, &path).await,
+                        Some(container) => swept_one(&*res, &state, &path, container, known).await,
+                        None => down_one(&*res, &cx, &state, &path, &contents).await,
                     },
                 };
                 match result {
@@ -343,12 +346,13 @@ impl Engine {
             let entry = match outcomes.get(id) {
                 Some(Outcome::Done) => done.remove(id).filter(|e| e.action != Action::Absent),
                 Some(Outcome::Failed(e)) => {
-                    Some(failed(r.as_ref(), Action::Failed, format!("{e:#}")))
+                    Some(failed(r.as_ref(), Action::Failed, format!("{e:#}"), &waits))
                 }
                 Some(Outcome::Skipped(dep)) => Some(failed(
                     r.as_ref(),
                     Action::Skipped,
                     format!("not attempted because {dep} failed"),
+                    &waits,
                 )),
                 Some(Outcome::Cancelled) => {
                     interrupted = true;
@@ -356,6 +360,7 @@ impl Engine {
                         r.as_ref(),
                         Action::Cancelled,
                         "not attempted: the run was interrupted".into(),
+                        &waits,
                     ))
                 }
                 None => None,
@@ -466,10 +471,16 @@ impl Engine {
     }
 }
 
-fn failed(r: &dyn Resource, action: Action, msg: String) -> Entry {
+/// What the walk waited for before `r` (`waits`: the graph it walked).
+fn failed(
+    r: &dyn Resource,
+    action: Action,
+    msg: String,
+    waits: &BTreeMap<String, Vec<String>>,
+) -> Entry {
     Entry {
         error: Some(msg),
-        depends_on: r.depends_on(),
+        depends_on: waits.get(r.id()).cloned().unwrap_or_default(),
         ..Entry::of(r, action, None)
     }
 }
@@ -717,6 +728,22 @@ async fn forget(state: &Mutex<State>, path: &state::Writer, id: &str) -> Result<
     }
 }
 
+/// The graph `down` walks and what in it goes with its container. Should
+/// sweeping ever make a cycle (something swept needing what needs its
+/// container), `down` falls back to deleting everything one by one.
+pub fn teardown_plan(
+    nodes: &[Node],
+    by_id: &BTreeMap<String, Arc<dyn Resource>>,
+) -> (Vec<Node>, BTreeMap<String, String>) {
+    let swept = swept(by_id);
+    let graph = graph::teardown(nodes, &swept);
+    if graph::validate(&graph).is_ok() {
+        (graph, swept)
+    } else {
+        (graph::reversed(nodes), BTreeMap::new())
+    }
+}
+
 /// Down: what a container's deletion takes along ([`Resource::deletes_contents`]),
 /// each mapped to the outermost such container it is inside.
 fn swept(by_id: &BTreeMap<String, Arc<dyn Resource>>) -> BTreeMap<String, String> {
@@ -738,17 +765,19 @@ fn swept(by_id: &BTreeMap<String, Arc<dyn Resource>>) -> BTreeMap<String, String
     out
 }
 
-/// Down for what went with its container: no call of its own. Reported
-/// deleted when the container was deleted and the state file knew of it.
+/// Down for what went with its container: no call of its own (its record
+/// went with the container's). Reported deleted when the container was
+/// deleted and the state file knew of it at the start.
 async fn swept_one(
     res: &dyn Resource,
     state: &Mutex<State>,
     path: &state::Writer,
     container: Action,
+    known: bool,
 ) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
     forget(state, path, res.id()).await?;
-    let action = if container == Action::Delete && rec.is_some() {
+    let action = if container == Action::Delete && known {
         Action::Delete
     } else {
         Action::Gone
@@ -756,18 +785,31 @@ async fn swept_one(
     Ok(Entry::of(res, action, rec.map(|r| r.physical_id)))
 }
 
+/// Deletes one resource and drops its record, and with it the records of
+/// `contents`, which its deletion took along (one save: a run stopped
+/// right after leaves no record of what is gone).
 async fn down_one(
     res: &dyn Resource,
     cx: &Cx,
     state: &Mutex<State>,
     path: &state::Writer,
+    contents: &[String],
 ) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
     cx.say("deleting");
     let existed = res
         .delete(cx, rec.as_ref().and_then(Record::confirmed))
         .await?;
-    forget(state, path, res.id()).await?;
+    let gone = change(state, |st| {
+        let mut any = st.resources.remove(res.id()).is_some();
+        for c in contents {
+            any |= st.resources.remove(c).is_some();
+        }
+        any
+    });
+    if let Some(serial) = gone {
+        path.save(state, serial).await?;
+    }
     let action = if existed {
         Action::Delete
     } else {
