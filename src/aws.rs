@@ -171,6 +171,8 @@ pub fn partition_of(region: &str) -> &'static str {
         "aws-iso-e"
     } else if region.starts_with("us-isof-") {
         "aws-iso-f"
+    } else if region.starts_with("eusc-") {
+        "aws-eusc"
     } else {
         "aws"
     }
@@ -184,6 +186,7 @@ pub fn dns_suffix(region: &str) -> &'static str {
         "aws-iso-b" => "sc2s.sgov.gov",
         "aws-iso-e" => "cloud.adc-e.uk",
         "aws-iso-f" => "csp.hci.ic.gov",
+        "aws-eusc" => "amazonaws.eu",
         _ => "amazonaws.com",
     }
 }
@@ -201,6 +204,8 @@ mod tests {
         assert_eq!(partition_of("us-iso-east-1"), "aws-iso");
         assert_eq!(dns_suffix("cn-north-1"), "amazonaws.com.cn");
         assert_eq!(dns_suffix("us-gov-east-1"), "amazonaws.com");
+        assert_eq!(partition_of("eusc-de-east-1"), "aws-eusc");
+        assert_eq!(dns_suffix("eusc-de-east-1"), "amazonaws.eu");
         assert_eq!(
             crate::stack::api_url("abc", "cn-north-1"),
             "https://abc.execute-api.cn-north-1.amazonaws.com.cn/prod/webhook"
