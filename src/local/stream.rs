@@ -28,7 +28,7 @@ use super::runtime::{LocalFunction, Outcome};
 use super::session::{self, StreamCheckpoint};
 use super::Logger;
 
-/// The stack's mapping settings (see `resources/event_source_mapping.rs`).
+/// The stack's mapping settings: by default the deployed mapping's.
 #[derive(Debug, Clone)]
 pub struct MappingSettings {
     pub batch_size: usize,
@@ -39,11 +39,12 @@ pub struct MappingSettings {
 
 impl Default for MappingSettings {
     fn default() -> Self {
+        use crate::resources::event_source_mapping as deployed;
         Self {
-            batch_size: 10,
-            max_retries: 3,
-            bisect_on_error: true,
-            max_record_age: Duration::from_secs(6 * 3600),
+            batch_size: deployed::BATCH_SIZE as usize,
+            max_retries: deployed::MAX_RETRIES as u32,
+            bisect_on_error: deployed::BISECT_ON_ERROR,
+            max_record_age: Duration::from_secs(deployed::MAX_RECORD_AGE_S as u64),
         }
     }
 }

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 pub const BATCH_SIZE: i32 = 10;
 pub const MAX_RETRIES: i32 = 3;
+/// A failing batch is split in two and retried, down to the failing record.
+pub const BISECT_ON_ERROR: bool = true;
 /// Well inside the stream's 24-hour retention, so a record that keeps
 /// failing reaches the failure destination before the stream drops it.
 pub const MAX_RECORD_AGE_S: i32 = 6 * 3600;
@@ -67,7 +69,7 @@ impl StreamMapping {
         Settings {
             batch_size: Some(BATCH_SIZE),
             maximum_retry_attempts: Some(MAX_RETRIES),
-            bisect_batch_on_function_error: Some(true),
+            bisect_batch_on_function_error: Some(BISECT_ON_ERROR),
             maximum_record_age_in_seconds: Some(MAX_RECORD_AGE_S),
             function_response_types: vec!["ReportBatchItemFailures".into()],
             filter: vec![filter_pattern()],
