@@ -956,4 +956,11 @@ async fn a_stack_in_the_china_partition_names_everything_in_that_partition() {
     assert_eq!(status.code, 0, "{status:?}");
     let down = env.run(&["down", "--yes", "--region", CN]);
     assert_eq!(down.code, 0, "{down:?}");
+    // The API's stage went with the API, and the progress says so.
+    assert!(
+        down.stderr
+            .lines()
+            .any(|l| l.contains("api-stage") && l.contains("deleted with api")),
+        "{down:?}"
+    );
 }

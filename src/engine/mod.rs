@@ -263,6 +263,7 @@ impl Engine {
             let swept_by = swept
                 .get(&id)
                 .and_then(|c| lock(&entries).get(c).map(|e| e.action.clone()));
+            let container = swept.get(&id).cloned();
             let waited_for = waits.get(&id).cloned().unwrap_or_default();
             let contents: Vec<String> = swept
                 .iter()
@@ -316,7 +317,11 @@ impl Engine {
                         if entry.action == Action::Create {
                             lock(&created).insert(entry.id.clone());
                         }
-                        cx.finish(describe_done(&entry, t.elapsed()));
+                        let done = match (&container, &entry.action) {
+                            (Some(c), Action::Delete) => format!("deleted with {c}"),
+                            _ => describe_done(&entry, t.elapsed()),
+                        };
+                        cx.finish(done);
                         lock(&entries).insert(entry.id.clone(), entry);
                         Ok(())
                     }
