@@ -813,6 +813,10 @@ async fn down_removes_the_api_usage_plan_key_alarms_and_topic() {
     ] {
         let e = entry(id);
         assert_eq!(e["action"], "delete", "{e:#}");
+        assert!(
+            e["physical_id"].as_str().is_some_and(|p| !p.is_empty()),
+            "{e:#}"
+        );
         assert_eq!(e["depends_on"], serde_json::json!(["api"]), "{e:#}");
         assert!(e["started"].as_f64().unwrap() >= api_done - 1e-3, "{e:#}");
     }

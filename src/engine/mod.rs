@@ -225,8 +225,15 @@ impl Engine {
         } else {
             (self.nodes.clone(), BTreeMap::new())
         };
-        // Down: which of the swept ones the state file knew of.
-        let recorded: BTreeSet<String> = lock(&self.state).resources.keys().cloned().collect();
+        // Down: the physical ids the state file knew of what gets swept
+        // (their records go with their container's).
+        let swept_ids: BTreeMap<String, String> = {
+            let st = lock(&self.state);
+            swept
+                .keys()
+                .filter_map(|id| Some((id.clone(), st.resources.get(id)?.physical_id.clone())))
+                .collect()
+        };
         let waits: BTreeMap<String, Vec<String>> = nodes
             .iter()
             .map(|n| (n.id.clone(), n.deps.clone()))
@@ -260,17 +267,17 @@ impl Engine {
             };
             let fresh_container = container_is_new && mode != Mode::Down;
             // Down: the container that took this one along is done.
-            let swept_by = swept
-                .get(&id)
-                .and_then(|c| lock(&entries).get(c).map(|e| e.action.clone()));
             let container = swept.get(&id).cloned();
+            let swept_by = container
+                .as_ref()
+                .and_then(|c| lock(&entries).get(c).map(|e| e.action.clone()));
             let waited_for = waits.get(&id).cloned().unwrap_or_default();
             let contents: Vec<String> = swept
                 .iter()
                 .filter(|(_, c)| **c == id)
                 .map(|(child, _)| child.clone())
                 .collect();
-            let known = recorded.contains(&id);
+            let known = swept_ids.get(&id).cloned();
             let cx = if fresh_container {
                 cx.in_new_container()
             } else {
@@ -772,22 +779,21 @@ fn swept(by_id: &BTreeMap<String, Arc<dyn Resource>>) -> BTreeMap<String, String
 
 /// Down for what went with its container: no call of its own (its record
 /// went with the container's). Reported deleted when the container was
-/// deleted and the state file knew of it at the start.
+/// deleted and the state file knew of it (`known`: its physical id).
 async fn swept_one(
     res: &dyn Resource,
     state: &Mutex<State>,
     path: &state::Writer,
     container: Action,
-    known: bool,
+    known: Option<String>,
 ) -> Result<Entry> {
-    let rec = lock(state).resources.get(res.id()).cloned();
     forget(state, path, res.id()).await?;
-    let action = if container == Action::Delete && known {
+    let action = if container == Action::Delete && known.is_some() {
         Action::Delete
     } else {
         Action::Gone
     };
-    Ok(Entry::of(res, action, rec.map(|r| r.physical_id)))
+    Ok(Entry::of(res, action, known))
 }
 
 /// Deletes one resource and drops its record, and with it the records of
