@@ -157,38 +157,34 @@ impl Clients {
     }
 }
 
+/// Partitions other than `aws`: region prefix, partition, endpoint domain
+/// (`us-isob-` before `us-iso-`: the first matching prefix wins).
+const PARTITIONS: &[(&str, &str, &str)] = &[
+    ("cn-", "aws-cn", "amazonaws.com.cn"),
+    ("us-gov-", "aws-us-gov", "amazonaws.com"),
+    ("us-isob-", "aws-iso-b", "sc2s.sgov.gov"),
+    ("us-iso-", "aws-iso", "c2s.ic.gov"),
+    ("eu-isoe-", "aws-iso-e", "cloud.adc-e.uk"),
+    ("us-isof-", "aws-iso-f", "csp.hci.ic.gov"),
+    ("eusc-", "aws-eusc", "amazonaws.eu"),
+];
+
+fn partition_entry(region: &str) -> (&'static str, &'static str) {
+    PARTITIONS
+        .iter()
+        .find(|(prefix, _, _)| region.starts_with(prefix))
+        .map(|&(_, partition, domain)| (partition, domain))
+        .unwrap_or(("aws", "amazonaws.com"))
+}
+
 /// The ARN partition of a region, for when the caller's ARN does not say.
 pub fn partition_of(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else if region.starts_with("us-isob-") {
-        "aws-iso-b"
-    } else if region.starts_with("us-iso-") {
-        "aws-iso"
-    } else if region.starts_with("eu-isoe-") {
-        "aws-iso-e"
-    } else if region.starts_with("us-isof-") {
-        "aws-iso-f"
-    } else if region.starts_with("eusc-") {
-        "aws-eusc"
-    } else {
-        "aws"
-    }
+    partition_entry(region).0
 }
 
 /// The domain of a region's service endpoints.
 pub fn dns_suffix(region: &str) -> &'static str {
-    match partition_of(region) {
-        "aws-cn" => "amazonaws.com.cn",
-        "aws-iso" => "c2s.ic.gov",
-        "aws-iso-b" => "sc2s.sgov.gov",
-        "aws-iso-e" => "cloud.adc-e.uk",
-        "aws-iso-f" => "csp.hci.ic.gov",
-        "aws-eusc" => "amazonaws.eu",
-        _ => "amazonaws.com",
-    }
+    partition_entry(region).1
 }
 
 #[cfg(test)]
