@@ -242,6 +242,11 @@ impl Settings {
         self.arn(service, &self.region, &self.account, resource)
     }
 
+    /// An API Gateway resource's ARN (`path`: `/restapis/<id>`, ...).
+    pub fn apigateway_arn(&self, path: &str) -> String {
+        self.arn("apigateway", &self.region, "", path)
+    }
+
     pub fn name(&self, base: &str) -> String {
         format!("{base}-{}", self.suffix)
     }

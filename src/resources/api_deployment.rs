@@ -216,12 +216,8 @@ impl ApiStage {
     }
 
     fn arn(cx: &Cx, api: &str) -> String {
-        cx.stack.arn(
-            "apigateway",
-            &cx.stack.region,
-            "",
-            &format!("/restapis/{api}/stages/{STAGE}"),
-        )
+        cx.stack
+            .apigateway_arn(&format!("/restapis/{api}/stages/{STAGE}"))
     }
 
     fn live(api: &str) -> Live {

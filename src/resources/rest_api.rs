@@ -156,12 +156,7 @@ impl RestApi {
     }
 
     fn arn(cx: &Cx, id: &str) -> String {
-        cx.stack.arn(
-            "apigateway",
-            &cx.stack.region,
-            "",
-            &format!("/restapis/{id}"),
-        )
+        cx.stack.apigateway_arn(&format!("/restapis/{id}"))
     }
 }
 

@@ -223,12 +223,7 @@ impl Resource for UsagePlan {
                 )),
                 "tags" => {
                     gw.tag_resource()
-                        .resource_arn(cx.stack.arn(
-                            "apigateway",
-                            &cx.stack.region,
-                            "",
-                            &format!("/usageplans/{id}"),
-                        ))
+                        .resource_arn(cx.stack.apigateway_arn(&format!("/usageplans/{id}")))
                         .set_tags(Some(self.tags(cx).into_iter().collect()))
                         .send()
                         .await
@@ -379,12 +374,7 @@ impl Resource for ApiKey {
                 }
                 "tags" => {
                     gw.tag_resource()
-                        .resource_arn(cx.stack.arn(
-                            "apigateway",
-                            &cx.stack.region,
-                            "",
-                            &format!("/apikeys/{id}"),
-                        ))
+                        .resource_arn(cx.stack.apigateway_arn(&format!("/apikeys/{id}")))
                         .set_tags(Some(self.tags(cx).into_iter().collect()))
                         .send()
                         .await
