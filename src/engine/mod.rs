@@ -308,7 +308,7 @@ impl Engine {
                     Mode::Up => up_one(&*res, &cx, &state, &path, pre).await,
                     Mode::Plan => plan_one(&*res, &cx, &state, pre).await,
                     Mode::Down => match swept_by {
-                        Some(container) => swept_one(&*res, &state, &path, container, known).await,
+                        Some(container) => Ok(swept_one(&*res, container, known)),
                         None => down_one(&*res, &cx, &state, &path, &contents).await,
                     },
                 };
@@ -722,7 +722,7 @@ async fn remove_unwanted(
         }
         None => false,
     };
-    forget(state, path, res.id()).await?;
+    forget(state, path, &[res.id()]).await?;
     let action = if existed {
         Action::Delete
     } else {
@@ -731,10 +731,18 @@ async fn remove_unwanted(
     Ok(Entry::of(res, action, found.map(|l| l.physical_id)))
 }
 
-/// Drops a deleted resource's record and returns once that is saved:
-/// `outputs` and `send` read the file, and must not offer what is deleted.
-async fn forget(state: &Mutex<State>, path: &state::Writer, id: &str) -> Result<()> {
-    match change(state, |st| st.resources.remove(id).is_some()) {
+/// Drops deleted resources' records in one save and returns once it is
+/// on disk: `outputs` and `send` read the file, and must not offer what is
+/// deleted.
+async fn forget(state: &Mutex<State>, path: &state::Writer, ids: &[&str]) -> Result<()> {
+    let gone = change(state, |st| {
+        let mut any = false;
+        for id in ids {
+            any |= st.resources.remove(*id).is_some();
+        }
+        any
+    });
+    match gone {
         Some(serial) => path.save(state, serial).await,
         None => Ok(()),
     }
@@ -777,23 +785,17 @@ fn swept(by_id: &BTreeMap<String, Arc<dyn Resource>>) -> BTreeMap<String, String
     out
 }
 
-/// Down for what went with its container: no call of its own (its record
-/// went with the container's). Reported deleted when the container was
-/// deleted and the state file knew of it (`known`: its physical id).
-async fn swept_one(
-    res: &dyn Resource,
-    state: &Mutex<State>,
-    path: &state::Writer,
-    container: Action,
-    known: Option<String>,
-) -> Result<Entry> {
-    forget(state, path, res.id()).await?;
+/// Down for what went with its container: no call of its own, and no
+/// record left (it went in the container's save). Reported deleted when the
+/// container was deleted and the state file knew of it (`known`: its
+/// physical id).
+fn swept_one(res: &dyn Resource, container: Action, known: Option<String>) -> Entry {
     let action = if container == Action::Delete && known.is_some() {
         Action::Delete
     } else {
         Action::Gone
     };
-    Ok(Entry::of(res, action, known))
+    Entry::of(res, action, known)
 }
 
 /// Deletes one resource and drops its record, and with it the records of
@@ -811,16 +813,10 @@ async fn down_one(
     let existed = res
         .delete(cx, rec.as_ref().and_then(Record::confirmed))
         .await?;
-    let gone = change(state, |st| {
-        let mut any = st.resources.remove(res.id()).is_some();
-        for c in contents {
-            any |= st.resources.remove(c).is_some();
-        }
-        any
-    });
-    if let Some(serial) = gone {
-        path.save(state, serial).await?;
-    }
+    let ids: Vec<&str> = std::iter::once(res.id())
+        .chain(contents.iter().map(String::as_str))
+        .collect();
+    forget(state, path, &ids).await?;
     let action = if existed {
         Action::Delete
     } else {
