@@ -34,6 +34,18 @@ fn kill_after_mutating_calls(env: &Env, args: &[&str], k: usize) -> support::cli
     out
 }
 
+/// Sends `signal` (`-INT`, `-TERM`) to the run and waits for it to end.
+fn interrupt(env: &Env, child: std::process::Child, signal: &str) -> support::cli::Out {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = wait(child);
+    env.proxy.clear_rules();
+    out
+}
+
 fn assert_state_sound(env: &Env) {
     let text = std::fs::read_to_string(env.state_file()).expect("state file exists");
     let v: Value = serde_json::from_str(&text).expect("state file is valid JSON after a kill");
@@ -301,14 +313,7 @@ async fn interrupt_then_rerun(signal: &str) {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    let pid = child.id().to_string();
-    let sent = std::process::Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let out = wait(child);
-    env.proxy.clear_rules();
+    let out = interrupt(&env, child, signal);
     assert_eq!(out.code, 130, "{signal}: {out:?}");
     let name = format!("interrupted (SIG{})", &signal[1..]);
     assert!(out.stderr.contains(&name), "{out:?}");
@@ -337,15 +342,15 @@ async fn interrupt_then_rerun(signal: &str) {
 async fn down_stopped_during_the_apis_deletion_keeps_no_record_of_its_contents() {
     let env = Env::start(SUFFIX);
     assert_eq!(env.run(&["up", "--no-vpc"]).code, 0);
-    let delete_api = |r: &support::proxy::RequestInfo| {
-        r.service == "apigateway"
-            && r.method == "DELETE"
-            && r.path_and_query.starts_with("/restapis/")
-            && r.path_and_query.matches('/').count() == 2
+    // DeleteRestApi: `DELETE /restapis/<id>`, nothing below it.
+    let delete_api = |service: &str, op: &str| {
+        service == "apigateway"
+            && op.starts_with("DELETE /restapis/")
+            && op.matches('/').count() == 2
     };
     env.proxy.clear();
     env.proxy.add_rule(Rule::delay(
-        Matcher::custom(delete_api),
+        Matcher::custom(move |r| delete_api(&r.service, &r.operation)),
         Duration::from_secs(2),
     ));
     let child = env.spawn(&["down", "--yes", "--no-vpc"]);
@@ -361,20 +366,13 @@ async fn down_stopped_during_the_apis_deletion_keeps_no_record_of_its_contents()
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let out = wait(child);
-    env.proxy.clear_rules();
+    let out = interrupt(&env, child, "-TERM");
     assert_eq!(out.code, 130, "{out:?}");
-    let api_deleted = env.proxy.calls().iter().any(|c| {
-        c.service == "apigateway"
-            && c.operation.starts_with("DELETE /restapis/")
-            && c.operation.matches('/').count() == 2
-            && c.status < 300
-    });
+    let api_deleted = env
+        .proxy
+        .calls()
+        .iter()
+        .any(|c| delete_api(&c.service, &c.operation) && c.status < 300);
     assert!(api_deleted, "the API's deletion did not finish: {out:?}");
     let st: Value =
         serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
