@@ -778,8 +778,8 @@ mod tests {
             checked += 1;
         }
         assert_eq!(
-            checked, 16,
-            "route, method, deployment, stage, plan key, 8 network, 2 permissions, notification"
+            checked, 17,
+            "route, method, deployment, stage, plan key, 8 network, 2 permissions, notification, stream mapping"
         );
     }
 

@@ -231,6 +231,17 @@ async fn up_creates_network_and_compute_with_the_spec_settings() {
         })
         .collect();
     assert!(inside_new.is_empty(), "{inside_new:#?}");
+    // Nor for a mapping of the new table's stream: the mapping is listed
+    // neither ahead nor once the function exists.
+    let mapping_lists: Vec<_> = calls
+        .iter()
+        .filter(|c| {
+            c.service == "lambda"
+                && c.operation
+                    .starts_with("GET /2015-03-31/event-source-mappings")
+        })
+        .collect();
+    assert!(mapping_lists.is_empty(), "{mapping_lists:#?}");
     // The stream-read policy's own existence check; the roles' policies
     // are not read.
     let policy_reads = calls.iter().filter(|c| c.operation == "GetRolePolicy");

@@ -222,6 +222,12 @@ impl Resource for StreamMapping {
     fn kind(&self) -> &'static str {
         "event-source-mapping"
     }
+    fn inside(&self) -> Option<&str> {
+        // A new table's stream is new: nothing maps it yet. A mapping left
+        // on a deleted table's stream is left alone then, as it is whenever
+        // the current stream has a mapping of its own.
+        Some(ids::TABLE)
+    }
     fn depends_on(&self) -> Vec<String> {
         vec![
             ids::TABLE.into(),
