@@ -632,6 +632,19 @@ async fn a_failing_event_is_dead_lettered_and_the_rest_of_its_batch_processed() 
         serde_json::from_slice(&rec.body.collect().await.unwrap().into_bytes()).unwrap();
     assert_eq!(rec["requestContext"]["condition"], "RetryAttemptsExhausted");
     assert_eq!(rec["requestContext"]["approximateInvokeCount"], 4);
+    // The emulator does not enforce IAM: check here that the functions used
+    // no item-level DynamoDB action their roles lack. The roles grant
+    // PutItem (receiver) and UpdateItem (processor, dead-letter handler).
+    let item_ops: std::collections::BTreeSet<String> = env
+        .proxy
+        .calls()
+        .into_iter()
+        .filter(|c| c.service == "dynamodb" && c.operation.contains("Item"))
+        .map(|c| c.operation)
+        .collect();
+    let granted: std::collections::BTreeSet<String> =
+        ["PutItem", "UpdateItem"].map(String::from).into();
+    assert!(item_ops.is_subset(&granted), "{item_ops:?}");
     let payload: Value = serde_json::from_str(rec["payload"].as_str().unwrap()).unwrap();
     let given_up: Vec<&str> = payload["Records"]
         .as_array()

@@ -8,9 +8,8 @@
 
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::s3::S3Event;
-use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -102,6 +101,9 @@ pub struct Summary {
     /// retry restarts at the lowest failed record, so a failure record also
     /// holds the later records of its batch, which may have succeeded.
     pub already_processed: usize,
+    /// Events an earlier delivery of the same notification already marked
+    /// `failed`: their objects are written again, but not counted again.
+    pub written_again: usize,
 }
 
 /// Handles one S3 notification. Returns an error (so Lambda retries the
@@ -189,16 +191,22 @@ async fn handle_object(
         let dest = util::dated_key(layout::DEAD_LETTER_PREFIX, failed_at, &ev.event_id);
         // Status first: an event that was processed is not dead-lettered.
         // `failed` stays claimable, so a retried notification writes the
-        // object it may have missed.
-        if !mark_failed(cfg, ddb, &ev.event_id, &dest, now).await? {
+        // object it may have missed, without counting the event again.
+        let claim = mark_failed(cfg, ddb, &ev.event_id, &dest, now).await?;
+        if claim == Claim::Processed {
             tracing::info!(event_id = %ev.event_id, "in a failure record but processed: not dead-lettered");
             summary.already_processed += 1;
             continue;
         }
         let doc = dead_letter_document(ev, &parsed.metadata, key);
         put(s3, &cfg.bucket_name, &dest, doc.to_string().into_bytes()).await?;
-        tracing::warn!(event_id = %ev.event_id, dest = %dest, "event dead-lettered");
-        summary.dead_lettered += 1;
+        if claim == Claim::Again {
+            tracing::info!(event_id = %ev.event_id, dest = %dest, "dead-letter object written again");
+            summary.written_again += 1;
+        } else {
+            tracing::warn!(event_id = %ev.event_id, dest = %dest, "event dead-lettered");
+            summary.dead_lettered += 1;
+        }
     }
     Ok(())
 }
@@ -239,16 +247,28 @@ async fn put(
         .map_err(|e| format!("write: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))
 }
 
-/// Marks the event `failed` unless it was processed. `Ok(false)`: it was
-/// processed, nothing to dead-letter. An item that is gone (expired) is
-/// not re-created, but its event is still dead-lettered.
+/// What marking an event `failed` found.
+#[derive(Debug, PartialEq, Eq)]
+enum Claim {
+    /// It was `received` (or its item is gone): dead-letter it.
+    First,
+    /// An earlier delivery marked it `failed` already.
+    Again,
+    /// It was processed after all: nothing to dead-letter.
+    Processed,
+}
+
+/// Marks the event `failed` unless it was processed. An item that is gone
+/// (expired) is not re-created, but its event is still dead-lettered.
+/// The old status comes back with the answer, so the role needs no
+/// `dynamodb:GetItem` (it has UpdateItem only).
 async fn mark_failed(
     cfg: &DeadLetterConfig,
     ddb: &aws_sdk_dynamodb::Client,
     event_id: &str,
     dest: &str,
     now: i64,
-) -> Result<bool, String> {
+) -> Result<Claim, String> {
     let result = ddb
         .update_item()
         .table_name(&cfg.table_name)
@@ -260,36 +280,32 @@ async fn mark_failed(
         .expression_attribute_values(":received", AttributeValue::S("received".into()))
         .expression_attribute_values(":now", AttributeValue::S(util::rfc3339(now)))
         .expression_attribute_values(":key", AttributeValue::S(dest.to_owned()))
+        .return_values(ReturnValue::AllOld)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         .send()
         .await;
+    let status = |item: Option<&std::collections::HashMap<String, AttributeValue>>| {
+        item.and_then(|i| i.get("status"))
+            .and_then(|s| s.as_s().ok())
+            .cloned()
+    };
     match result {
-        Ok(_) => Ok(true),
-        Err(SdkError::ServiceError(e))
-            if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-        {
-            let item = ddb
-                .get_item()
-                .table_name(&cfg.table_name)
-                .key("eventId", AttributeValue::S(event_id.to_owned()))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "status read: {}",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-                    )
-                })?;
-            let status = item
-                .item()
-                .and_then(|i| i.get("status"))
-                .and_then(|s| s.as_s().ok());
-            Ok(status.map(String::as_str) != Some("processed"))
-        }
-        Err(e) => Err(format!(
-            "status update: {}",
-            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-        )),
+        Ok(out) => Ok(match status(out.attributes()).as_deref() {
+            Some("failed") => Claim::Again,
+            _ => Claim::First,
+        }),
+        Err(e) => match e.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                Ok(match status(c.item()).as_deref() {
+                    Some("processed") => Claim::Processed,
+                    _ => Claim::First,
+                })
+            }
+            _ => Err(format!(
+                "status update: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            )),
+        },
     }
 }
 

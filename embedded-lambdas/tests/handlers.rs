@@ -37,6 +37,47 @@ struct Env {
     s3: aws_sdk_s3::Client,
 }
 
+/// The `X-Amz-Target` operation of every DynamoDB request a client sends.
+#[derive(Debug, Clone, Default)]
+struct Targets(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl aws_sdk_dynamodb::config::Intercept for Targets {
+    fn name(&self) -> &'static str {
+        "Targets"
+    }
+    fn read_before_transmit(
+        &self,
+        ctx: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if let Some(t) = ctx.request().headers().get("x-amz-target") {
+            let op = t.rsplit('.').next().unwrap_or(t).to_string();
+            self.0.lock().unwrap().push(op);
+        }
+        Ok(())
+    }
+}
+
+/// A DynamoDB client for `env` that records the operations it calls.
+async fn recording_dynamodb(env: &Env) -> (aws_sdk_dynamodb::Client, Targets) {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .endpoint_url(&env.endpoint)
+        .load()
+        .await;
+    let targets = Targets::default();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&conf)
+            .interceptor(targets.clone())
+            .build(),
+    );
+    (client, targets)
+}
+
 async fn env() -> Env {
     let moto = moto::Moto::start();
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -578,9 +619,16 @@ async fn dead_letter_handler_writes_per_event_objects_and_keeps_unparsed() {
         function_name: "dead-letter-handler-test".into(),
     };
     let event = s3_notification(&[good_key, bad_key, "events/2026/01/02/other.json"]);
-    let summary = dead_letter::handle(&cfg, &env.ddb, &env.s3, &event, NOW + 86_400)
+    let (ddb, targets) = recording_dynamodb(&env).await;
+    let summary = dead_letter::handle(&cfg, &ddb, &env.s3, &event, NOW + 86_400)
         .await
         .unwrap();
+    // Its role grants dynamodb:UpdateItem only (the emulator does not check
+    // IAM), and a processed event (evt_done) is the case that once needed a
+    // GetItem.
+    let used = targets.0.lock().unwrap().clone();
+    assert!(used.iter().all(|t| t == "UpdateItem"), "{used:?}");
+    assert_eq!(used.len(), 3, "{used:?}");
     assert_eq!(
         summary,
         dead_letter::Summary {
@@ -588,6 +636,7 @@ async fn dead_letter_handler_writes_per_event_objects_and_keeps_unparsed() {
             unparsed: 1,
             ignored: 1,
             already_processed: 1,
+            written_again: 0,
         }
     );
     assert_eq!(
@@ -621,11 +670,13 @@ async fn dead_letter_handler_writes_per_event_objects_and_keeps_unparsed() {
         b"this is not a failure record"
     );
 
-    // Redelivered notification: same objects, same statuses, no error.
+    // Redelivered notification: same objects, same statuses, no error, and
+    // the two events are not counted (in the metric) a second time.
     let again = dead_letter::handle(&cfg, &env.ddb, &env.s3, &event, NOW + 90_000)
         .await
         .unwrap();
-    assert_eq!(again.dead_lettered, 2);
+    assert_eq!((again.dead_lettered, again.written_again), (0, 2));
+    assert_eq!(again.already_processed, 1);
     assert_eq!(env.keys("dead-letters/2026/").await.len(), 2);
 
     // EMF line shape.

@@ -23,6 +23,7 @@ async fn main() -> Result<(), Error> {
                     "deadLettered": s.dead_lettered,
                     "unparsed": s.unparsed,
                     "alreadyProcessed": s.already_processed,
+                    "writtenAgain": s.written_again,
                 })
             })
             .map_err(Error::from)
