@@ -129,15 +129,25 @@ impl Verifier {
         }
     }
 
-    fn any_key_matches(&self, parts: &[&[u8]], sig: &[u8]) -> bool {
-        // Every key is tried (no early exit) so timing does not reveal which matched.
+    /// The expected tag under each key: computed once per request, however
+    /// many signatures the sender lists (each costs a hash of the body).
+    fn tags(&self, parts: &[&[u8]]) -> Vec<hmac::Tag> {
+        self.keys
+            .iter()
+            .map(|key| {
+                let mut ctx = hmac::Context::with_key(key);
+                for p in parts {
+                    ctx.update(p);
+                }
+                ctx.sign()
+            })
+            .collect()
+    }
+
+    fn any_tag_matches(tags: &[hmac::Tag], sig: &[u8]) -> bool {
+        // Every tag is compared (no early exit) so timing does not reveal which matched.
         let mut ok = subtle::Choice::from(0);
-        for key in &self.keys {
-            let mut ctx = hmac::Context::with_key(key);
-            for p in parts {
-                ctx.update(p);
-            }
-            let tag = ctx.sign();
+        for tag in tags {
             let tag = tag.as_ref();
             // Length is public (32 bytes); contents are compared in constant time.
             if tag.len() == sig.len() {
@@ -152,11 +162,9 @@ impl Verifier {
         let ts_str = header(h, "webhook-timestamp")?;
         let sigs = header(h, "webhook-signature")?;
         let ts: i64 = ts_str.trim().parse().map_err(|_| VerifyError::Malformed)?;
-        // Standard Webhooks rejects both too old and too new timestamps.
-        if (now - ts).abs() > TOLERANCE_SECS {
-            return Err(VerifyError::Expired);
-        }
+        check_timestamp(ts, now)?;
         let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts_str.as_bytes(), b".", body];
+        let tags = self.tags(&parts);
         let mut seen = false;
         for entry in sigs.split(' ').filter(|e| !e.is_empty()) {
             let Some((version, sig)) = entry.split_once(',') else {
@@ -167,7 +175,7 @@ impl Verifier {
             }
             let Ok(sig) = B64.decode(sig) else { continue };
             seen = true;
-            if self.any_key_matches(&parts, &sig) {
+            if Self::any_tag_matches(&tags, &sig) {
                 return Ok(());
             }
         }
@@ -194,19 +202,19 @@ impl Verifier {
         if sigs.is_empty() {
             return Err(VerifyError::Malformed);
         }
+        // Stripe's libraries reject only old timestamps; the tolerance here
+        // is the same both ways, as for Standard Webhooks, and is checked
+        // first so a stale request costs no hashing.
+        check_timestamp(ts, now)?;
         let parts: [&[u8]; 3] = [ts_str.as_bytes(), b".", body];
+        let tags = self.tags(&parts);
         let matched = sigs.iter().any(|s| {
             hex::decode(s)
-                .map(|sig| self.any_key_matches(&parts, &sig))
+                .map(|sig| Self::any_tag_matches(&tags, &sig))
                 .unwrap_or(false)
         });
         if !matched {
             return Err(VerifyError::Mismatch);
-        }
-        // As Stripe's libraries do: only a timestamp older than the tolerance is
-        // rejected, and only after the signature matched.
-        if ts < now - TOLERANCE_SECS {
-            return Err(VerifyError::Expired);
         }
         Ok(())
     }
@@ -218,12 +226,21 @@ impl Verifier {
             .strip_prefix("sha256=")
             .ok_or(VerifyError::Malformed)?;
         let sig = hex::decode(hex_sig).map_err(|_| VerifyError::Malformed)?;
-        if self.any_key_matches(&[body], &sig) {
+        if Self::any_tag_matches(&self.tags(&[body]), &sig) {
             Ok(())
         } else {
             Err(VerifyError::Mismatch)
         }
     }
+}
+
+/// Too old or too new (a sender's clock ahead by more than the tolerance).
+/// `abs_diff`: a crafted timestamp cannot overflow the subtraction.
+fn check_timestamp(ts: i64, now: i64) -> Result<(), VerifyError> {
+    if now.abs_diff(ts) > TOLERANCE_SECS.unsigned_abs() {
+        return Err(VerifyError::Expired);
+    }
+    Ok(())
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<&'a str, VerifyError> {
@@ -316,6 +333,13 @@ mod tests {
             v.verify(&missing, SW_BODY, SW_TS),
             Err(VerifyError::Missing)
         );
+        // A timestamp at the ends of i64 is refused, not an overflow.
+        for ts in [i64::MIN, i64::MAX] {
+            assert_eq!(
+                v.verify(&sw_headers(SW_SIG, ts), SW_BODY, SW_TS),
+                Err(VerifyError::Expired)
+            );
+        }
         // Garbage signature list.
         assert_eq!(
             v.verify(&sw_headers("nonsense", SW_TS), SW_BODY, SW_TS),
@@ -353,11 +377,19 @@ mod tests {
         let header_value = format!("t={STRIPE_TS},v1={STRIPE_SIG},v0=deadbeef");
         let h = headers(&[("stripe-signature", &header_value)]);
         assert_eq!(v.verify(&h, STRIPE_BODY, STRIPE_TS + 10), Ok(()));
-        // Stripe tolerates clock skew into the future; only old timestamps expire.
-        assert_eq!(v.verify(&h, STRIPE_BODY, STRIPE_TS - 3600), Ok(()));
+        // The tolerance holds both ways: a timestamp an hour ahead of the
+        // receiver's clock is refused like one an hour old.
+        assert_eq!(
+            v.verify(&h, STRIPE_BODY, STRIPE_TS - 3600),
+            Err(VerifyError::Expired)
+        );
         assert_eq!(
             v.verify(&h, STRIPE_BODY, STRIPE_TS + TOLERANCE_SECS + 1),
             Err(VerifyError::Expired)
+        );
+        assert_eq!(
+            v.verify(&h, STRIPE_BODY, STRIPE_TS - TOLERANCE_SECS),
+            Ok(())
         );
         assert_eq!(v.verify(&h, b"{}", STRIPE_TS), Err(VerifyError::Mismatch));
         let wrong = Verifier::new(Scheme::Stripe, &["whsec_other"]).unwrap();
