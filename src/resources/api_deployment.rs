@@ -245,6 +245,11 @@ impl ApiStage {
                 &format!("/{ALL_METHODS}/metrics/enabled"),
                 "true",
             ),
+            patch(
+                Op::Replace,
+                &format!("/{ALL_METHODS}/logging/dataTrace"),
+                "false",
+            ),
         ]
     }
 
@@ -291,6 +296,7 @@ impl Resource for ApiStage {
                 "throttling_rate_limit": o.throttle_rate,
                 "throttling_burst_limit": o.throttle_burst,
                 "metrics_enabled": true,
+                "data_trace_enabled": false,
             }},
             "tags": self.tags(cx),
         }))
@@ -340,6 +346,13 @@ impl Resource for ApiStage {
             &Some(true),
             &all.map(|m| m.metrics_enabled()),
         );
+        // Full request and response logging would put payloads in CloudWatch.
+        check(
+            d,
+            "data_trace_enabled",
+            &Some(false),
+            &all.map(|m| m.data_trace_enabled()),
+        );
         d.extend(tags_drift(&self.tags(cx), &tag_map(s.tags())));
         Ok(Some(live))
     }
@@ -383,9 +396,10 @@ impl Resource for ApiStage {
                     moved = true;
                 }
                 "tracing_enabled" => ops.push(patch(Op::Replace, "/tracingEnabled", "true")),
-                "throttling_rate_limit" | "throttling_burst_limit" | "metrics_enabled" => {
-                    settings = true
-                }
+                "throttling_rate_limit"
+                | "throttling_burst_limit"
+                | "metrics_enabled"
+                | "data_trace_enabled" => settings = true,
                 "tags" => {
                     cx.aws
                         .apigateway

@@ -27,36 +27,74 @@ pub struct ArchiveBucket {
     id: String,
 }
 
-/// The lifecycle settings we own, in a comparable form.
+/// One lifecycle rule in a comparable form. The bucket's whole
+/// configuration is compared, not only our rule: another rule (or an
+/// expiration added to ours) could delete the archive.
 #[derive(Debug, PartialEq, Serialize)]
 struct Lifecycle {
     id: String,
     enabled: bool,
+    /// The objects it applies to: a prefix ("" is the whole bucket), or
+    /// another kind of filter (tags, sizes) by its debug form.
+    filter: String,
     glacier_after_days: Option<i32>,
+    /// Transitions other than ours, as "<class> after <days> days".
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    other_transitions: Vec<String>,
+    /// Expiry of current versions (ours has none: the archive is kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiration: Option<String>,
     noncurrent_expire_days: Option<i32>,
     abort_multipart_days: Option<i32>,
 }
 
 impl Lifecycle {
-    fn desired() -> Self {
-        Self {
+    fn desired() -> Vec<Self> {
+        vec![Self {
             id: LIFECYCLE_RULE_ID.into(),
             enabled: true,
+            filter: String::new(),
             glacier_after_days: Some(GLACIER_AFTER_DAYS),
+            other_transitions: vec![],
+            expiration: None,
             noncurrent_expire_days: Some(NONCURRENT_EXPIRE_DAYS),
             abort_multipart_days: Some(ABORT_MULTIPART_DAYS),
-        }
+        }]
     }
 
     fn from_rule(r: &LifecycleRule) -> Self {
+        #[allow(deprecated)] // a rule's top-level Prefix, from older clients
+        let filter = match r.filter() {
+            Some(f)
+                if f.tag().is_none()
+                    && f.and().is_none()
+                    && f.object_size_greater_than().is_none()
+                    && f.object_size_less_than().is_none() =>
+            {
+                f.prefix().unwrap_or_default().to_string()
+            }
+            Some(f) => format!("{f:?}"),
+            None => r.prefix().unwrap_or_default().to_string(),
+        };
+        let glacier = |t: &&Transition| t.storage_class() == Some(&TransitionStorageClass::Glacier);
         Self {
             id: r.id().unwrap_or_default().to_string(),
             enabled: *r.status() == ExpirationStatus::Enabled,
-            glacier_after_days: r
+            filter,
+            glacier_after_days: r.transitions().iter().find(glacier).and_then(|t| t.days()),
+            other_transitions: r
                 .transitions()
                 .iter()
-                .find(|t| t.storage_class() == Some(&TransitionStorageClass::Glacier))
-                .and_then(|t| t.days()),
+                .filter(|t| !glacier(t))
+                .map(|t| {
+                    format!(
+                        "{} after {} days",
+                        t.storage_class().map(|c| c.as_str()).unwrap_or("?"),
+                        t.days().unwrap_or_default()
+                    )
+                })
+                .collect(),
+            expiration: r.expiration().map(|e| format!("{e:?}")),
             noncurrent_expire_days: r
                 .noncurrent_version_expiration()
                 .and_then(|n| n.noncurrent_days()),
@@ -187,16 +225,12 @@ impl Resource for ArchiveBucket {
             &encryption,
         );
 
-        let lifecycle = match lc {
-            Ok(o) => o
-                .rules()
-                .iter()
-                .find(|r| r.id() == Some(LIFECYCLE_RULE_ID))
-                .map(Lifecycle::from_rule),
-            Err(e) if is_code(&e, &["NoSuchLifecycleConfiguration"]) => None,
+        let lifecycle: Vec<Lifecycle> = match lc {
+            Ok(o) => o.rules().iter().map(Lifecycle::from_rule).collect(),
+            Err(e) if is_code(&e, &["NoSuchLifecycleConfiguration"]) => vec![],
             Err(e) => return Err(e).context("s3:GetBucketLifecycleConfiguration failed"),
         };
-        check(d, "lifecycle", &Some(Lifecycle::desired()), &lifecycle);
+        check(d, "lifecycle", &Lifecycle::desired(), &lifecycle);
 
         let blocks = match pab {
             Ok(o) => o
