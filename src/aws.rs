@@ -51,18 +51,31 @@ impl Clients {
     /// Loads configuration and resolves the account with one STS call, so a
     /// missing credential or region fails here, before anything is touched.
     pub async fn connect(opts: &ConnectOptions) -> Result<Self> {
+        if let Some(url) = &opts.endpoint_url {
+            check_endpoint_url(url)?;
+        }
         let sdk = load_sdk_config(opts).await;
-        let region = sdk
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| anyhow!("no AWS region is configured: pass --region or set AWS_REGION (or a region in your AWS profile)"))?;
-        let sts = aws_sdk_sts::Client::new(&sdk);
-        let who = sts.get_caller_identity().send().await.map_err(|e| {
-            anyhow!(
-                "cannot identify the AWS account (sts:GetCallerIdentity failed: {}); check your credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or `aws sso login`)",
-                DisplayErrorContext(&e)
-            )
+        let profile = opts
+            .profile
+            .clone()
+            .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()));
+        let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| match &profile {
+            Some(p) => anyhow!("no AWS region is configured for profile '{p}' (is it in ~/.aws/config? `aws configure list-profiles` lists them): pass --region or set AWS_REGION"),
+            None => anyhow!("no AWS region is configured: pass --region or set AWS_REGION (or a region in your AWS profile)"),
         })?;
+        check_region(&region)?;
+        // The account lookup fails fast: an unreachable endpoint or refused
+        // credentials do not get better over the 10 attempts other calls get.
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&sdk)
+                .retry_config(RetryConfig::standard().with_max_attempts(3))
+                .build(),
+        );
+        let who = sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| account_lookup_failed(e, opts.endpoint_url.as_deref(), &region))?;
         let account = who
             .account()
             .context("sts:GetCallerIdentity returned no account id")?
@@ -97,6 +110,80 @@ impl Clients {
             sdk,
         })
     }
+}
+
+/// `--endpoint-url` (or `AWS_ENDPOINT_URL`) must be an http(s) URL.
+fn check_endpoint_url(url: &str) -> Result<()> {
+    let ok = url
+        .parse::<hyper::Uri>()
+        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+    if !ok {
+        anyhow::bail!("invalid endpoint URL '{url}' (--endpoint-url or AWS_ENDPOINT_URL): give an http:// or https:// URL, e.g. http://127.0.0.1:4566");
+    }
+    Ok(())
+}
+
+fn check_region(region: &str) -> Result<()> {
+    let ok = !region.is_empty()
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        anyhow::bail!("invalid AWS region '{region}': a region name looks like us-east-1");
+    }
+    Ok(())
+}
+
+/// One sentence for a failed account lookup: which of credentials, network
+/// or endpoint is at fault, and what to do.
+fn account_lookup_failed<R: std::fmt::Debug + 'static>(
+    e: aws_sdk_sts::error::SdkError<
+        aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError,
+        R,
+    >,
+    endpoint: Option<&str>,
+    region: &str,
+) -> anyhow::Error {
+    use aws_sdk_sts::error::{ProvideErrorMetadata as _, SdkError};
+    let creds_hint = "check your credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or `aws sso login`)";
+    let target = match endpoint {
+        Some(url) => format!("the endpoint {url}"),
+        None => format!("AWS STS in {region}"),
+    };
+    match &e {
+        SdkError::ServiceError(se) => anyhow!(
+            "AWS refused the credentials (sts:GetCallerIdentity: {}: {}); {creds_hint}",
+            se.err().code().unwrap_or("error"),
+            se.err().message().unwrap_or("no message")
+        ),
+        SdkError::TimeoutError(_) => {
+            anyhow!("cannot reach {target}: the account lookup (sts:GetCallerIdentity) timed out; check the network, proxy settings and --endpoint-url")
+        }
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => anyhow!(
+            "cannot reach {target} for the account lookup (sts:GetCallerIdentity): {}; check the network, proxy settings and --endpoint-url",
+            root_cause(&e)
+        ),
+        _ => {
+            let cause = root_cause(&e);
+            if cause.contains("credential") {
+                anyhow!("no AWS credentials found ({cause}); {creds_hint}")
+            } else {
+                anyhow!(
+                    "cannot identify the AWS account (sts:GetCallerIdentity failed: {cause}); {creds_hint}"
+                )
+            }
+        }
+    }
+}
+
+/// The innermost message of an error chain: the SDK's outer layers say only
+/// "dispatch failure" or "service error".
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
 }
 
 async fn load_sdk_config(opts: &ConnectOptions) -> aws_config::SdkConfig {
@@ -187,9 +274,51 @@ pub fn dns_suffix(region: &str) -> &'static str {
     partition_entry(region).1
 }
 
+/// An error chain as one line for people: the SDK's generic layers
+/// ("service error", "unhandled error (X)") are dropped and its error
+/// metadata is shown as `Code: message`, not as a debug struct.
+pub fn describe_error(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut chain = e.chain().peekable();
+    while let Some(layer) = chain.next() {
+        if let Some(meta) = layer.downcast_ref::<aws_smithy_types::error::ErrorMetadata>() {
+            parts.push(format!(
+                "{}: {}",
+                meta.code().unwrap_or("error"),
+                meta.message().unwrap_or("no message")
+            ));
+            continue;
+        }
+        let text = layer.to_string();
+        let generic = text == "service error"
+            || (text.starts_with("unhandled error (") && chain.peek().is_some());
+        if generic || parts.last().is_some_and(|p| p.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdk_errors_read_as_code_and_message() {
+        let meta = aws_smithy_types::error::ErrorMetadata::builder()
+            .code("AccessDenied")
+            .message("User is not authorized to perform sns:CreateTopic")
+            .build();
+        let err = aws_sdk_sns::operation::create_topic::CreateTopicError::generic(meta);
+        let e = anyhow::Error::new(err).context("sns:CreateTopic failed");
+        assert_eq!(
+            describe_error(&e),
+            "sns:CreateTopic failed: AccessDenied: User is not authorized to perform sns:CreateTopic"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(describe_error(&plain), "outer: inner");
+    }
 
     #[test]
     fn partitions_and_domains_follow_the_region() {

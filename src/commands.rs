@@ -114,16 +114,24 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         .collect();
     let verbose = mode != Mode::Plan && c.output == Output::Text;
     let progress = Arc::new(Progress::new(&labels, verbose));
-    let cx = Cx::new(Arc::new(aws), Arc::new(settings.clone()), progress.clone());
     let stop = Arc::new(AtomicBool::new(false));
+    let cx = Cx::new(Arc::new(aws), Arc::new(settings.clone()), progress.clone())
+        .with_stop(stop.clone());
     let watcher = {
         let stop = stop.clone();
         tokio::spawn(async move {
             // A CI cancel or a closed terminal (SIGTERM, SIGHUP) stops the
             // run the way Ctrl-C does, so the state file gets its last save.
             if let Some(signal) = termination().await {
-                eprintln!("interrupted ({signal}): letting calls in flight finish and saving state; nothing new starts");
+                eprintln!("interrupted ({signal}): letting calls in flight finish and saving state; nothing new starts, waits end (a second signal exits at once)");
                 stop.store(true, Ordering::SeqCst);
+            }
+            // A second signal: out now. Every save is atomic and intents go
+            // to disk before their calls, so the next run finds what this
+            // one started.
+            if let Some(signal) = termination().await {
+                eprintln!("interrupted again ({signal}): exiting now; run the command again to finish (it finds what was started by name and tags)");
+                std::process::exit(130);
             }
         })
     };
@@ -301,13 +309,24 @@ fn print_plan(s: &Settings, r: &Report) {
             println!("{l}");
         }
     }
-    println!(
-        "Plan: {} to create, {} to update, {} to adopt, {} unchanged.",
+    println!("{}", plan_summary(r));
+}
+
+/// The plan's last line: every row above is counted in it.
+fn plan_summary(r: &Report) -> String {
+    let mut line = format!(
+        "Plan: {} to create, {} to update, {} to adopt, {} to delete, {} unchanged",
         r.count(Action::Create),
         r.count(Action::Update),
         r.count(Action::Adopt),
+        r.count(Action::Delete),
         r.count(Action::NoChange)
     );
+    let later = r.count(Action::AfterDependencies);
+    if later > 0 {
+        line += &format!(", {later} decided after dependencies");
+    }
+    line + "."
 }
 
 fn status_word(a: &Action) -> &'static str {
@@ -341,19 +360,30 @@ fn print_status(s: &Settings, r: &Report) {
             println!("{l}");
         }
     }
+    println!("{}", status_summary(r));
+}
+
+/// The status's last line. "unknown": inside or behind something missing,
+/// so it could not be looked for (it may exist); not counted as missing.
+fn status_summary(r: &Report) -> String {
     // Resources to be removed (options changed) count as drift.
     let drifted = r.count(Action::Update) + r.count(Action::Delete);
-    let missing = r.count(Action::Create) + r.count(Action::AfterDependencies);
-    if !r.errors().is_empty() {
-        println!(
-            "{drifted} drifted, {missing} missing, {} could not be checked.",
-            r.errors().len()
-        );
-    } else if drifted + missing == 0 {
-        println!("In sync.");
-    } else {
-        println!("{drifted} drifted, {missing} missing.");
+    let missing = r.count(Action::Create);
+    let unknown = r.count(Action::AfterDependencies);
+    let errors = r.errors().len();
+    if drifted + missing + unknown + errors == 0 {
+        return "In sync.".into();
     }
+    let mut parts = vec![format!("{drifted} drifted"), format!("{missing} missing")];
+    if unknown > 0 {
+        parts.push(format!(
+            "{unknown} unknown until what they depend on exists"
+        ));
+    }
+    if errors > 0 {
+        parts.push(format!("{errors} could not be checked"));
+    }
+    parts.join(", ") + "."
 }
 
 fn print_json(name: &str, s: &Settings, r: &Report, st: &State) -> Result<()> {
@@ -459,9 +489,21 @@ fn print_curl_example(c: &crate::cli::Common, out: &serde_json::Value) {
 }
 
 /// Secret values, read from AWS on demand (never from state).
-async fn add_secrets(cli: &Cli, st: &State, out: &mut serde_json::Value) -> Result<()> {
+async fn add_secrets(
+    cli: &Cli,
+    st: &State,
+    path: &std::path::Path,
+    out: &mut serde_json::Value,
+) -> Result<()> {
     let c = &cli.common;
-    let aws = Clients::connect(&ConnectOptions::from(c)).await?;
+    let aws = Clients::connect(&ConnectOptions {
+        region: c.region.clone().or(Some(st.region.clone())),
+        ..ConnectOptions::from(c)
+    })
+    .await?;
+    // The secrets are read by name: from another account's stack of the
+    // same name they would be someone else's.
+    st.check_matches(path, &c.suffix, &aws.region, &aws.account)?;
     if let Some(key_id) = st
         .resources
         .get(ids::API_KEY)
@@ -498,9 +540,21 @@ async fn outputs(cli: &Cli, paths: &StatePaths, show_secrets: bool) -> Result<u8
             paths.file.file_stem().and_then(|s| s.to_str()).unwrap_or("dev")
         );
     };
+    st.check_suffix(&paths.file, &cli.common.suffix)?;
+    if let Some(region) = &cli.common.region {
+        st.check_region(&paths.file, region)?;
+    }
+    if st.resources.values().all(|r| r.physical_id.is_empty()) {
+        bail!(
+            "stack '{}' has no deployed resources (state file {}): run `webhook-deploy up --suffix {}` first",
+            st.suffix,
+            paths.file.display(),
+            st.suffix
+        );
+    }
     let mut out = outputs_json(&st);
     if show_secrets {
-        add_secrets(cli, &st, &mut out).await?;
+        add_secrets(cli, &st, &paths.file, &mut out).await?;
     }
     match cli.common.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
@@ -532,4 +586,55 @@ fn lambdas(output: Output) -> Result<u8> {
         }
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Entry;
+
+    fn report(actions: &[Action]) -> Report {
+        Report {
+            entries: actions
+                .iter()
+                .enumerate()
+                .map(|(i, a)| Entry::new(&format!("r{i}"), "kind", a.clone(), None))
+                .collect(),
+            started_at: std::time::SystemTime::now(),
+            elapsed: std::time::Duration::ZERO,
+            interrupted: false,
+        }
+    }
+
+    #[test]
+    fn the_plan_line_counts_every_row() {
+        use Action::*;
+        let r = report(&[Create, Update, Delete, Delete, NoChange, AfterDependencies]);
+        assert_eq!(
+            plan_summary(&r),
+            "Plan: 1 to create, 1 to update, 0 to adopt, 2 to delete, 1 unchanged, \
+             1 decided after dependencies."
+        );
+        assert_eq!(
+            plan_summary(&report(&[NoChange])),
+            "Plan: 0 to create, 0 to update, 0 to adopt, 0 to delete, 1 unchanged."
+        );
+    }
+
+    #[test]
+    fn status_counts_what_it_could_not_look_for_apart_from_missing() {
+        use Action::*;
+        let r = report(&[
+            Create,
+            AfterDependencies,
+            AfterDependencies,
+            Update,
+            NoChange,
+        ]);
+        assert_eq!(
+            status_summary(&r),
+            "1 drifted, 1 missing, 2 unknown until what they depend on exists."
+        );
+        assert_eq!(status_summary(&report(&[NoChange, Adopt])), "In sync.");
+    }
 }

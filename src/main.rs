@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     match rt.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", aws::describe_error(&e));
             ExitCode::from(1)
         }
     }

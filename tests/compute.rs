@@ -1122,6 +1122,13 @@ async fn down_waits_for_network_interfaces_within_its_timeout_and_leaves_nothing
             .contains("vpc (vpc): not attempted because lambda-sg failed"),
         "{short:?}"
     );
+    // What to do about it, in the same sentence; no SDK debug structs.
+    assert!(
+        short.stderr.contains(
+            "still attached after --eni-timeout 3s: run `webhook-deploy down` again later"
+        ) && !short.stderr.contains("Error {"),
+        "{short:?}"
+    );
     let first_calls = env.proxy.calls().len();
 
     // Then the interfaces are gone: down finishes what is left.

@@ -485,6 +485,66 @@ async fn out_of_band_drift_is_reported_then_repaired() {
         .send()
         .await
         .unwrap();
+    // A second lifecycle rule that would delete the whole archive after a day.
+    let ours = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap()
+        .rules()
+        .to_vec();
+    let purge = aws_sdk_s3::types::LifecycleRule::builder()
+        .id("purge")
+        .status(aws_sdk_s3::types::ExpirationStatus::Enabled)
+        .filter(
+            aws_sdk_s3::types::LifecycleRuleFilter::builder()
+                .prefix("")
+                .build(),
+        )
+        .expiration(
+            aws_sdk_s3::types::LifecycleExpiration::builder()
+                .days(1)
+                .build(),
+        )
+        .build()
+        .unwrap();
+    s3.put_bucket_lifecycle_configuration()
+        .bucket(BUCKET)
+        .lifecycle_configuration(
+            aws_sdk_s3::types::BucketLifecycleConfiguration::builder()
+                .set_rules(Some(ours.into_iter().chain([purge]).collect()))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // A tag someone added, even in our namespace, is theirs: not drift
+    // (`up` would never remove it).
+    let table_arn = ddb
+        .describe_table()
+        .table_name(TABLE)
+        .send()
+        .await
+        .unwrap()
+        .table()
+        .unwrap()
+        .table_arn()
+        .unwrap()
+        .to_string();
+    ddb.tag_resource()
+        .resource_arn(&table_arn)
+        .tags(
+            aws_sdk_dynamodb::types::Tag::builder()
+                .key("webhook-deploy:old")
+                .value("1")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
     let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
     logs.put_retention_policy()
         .log_group_name(LOG_GROUPS[1])
@@ -547,7 +607,10 @@ async fn out_of_band_drift_is_reported_then_repaired() {
         drifted,
         BTreeMap::from([
             ("events-table".into(), vec!["point_in_time_recovery".into()]),
-            ("archive-bucket".into(), vec!["versioning".into()]),
+            (
+                "archive-bucket".into(),
+                vec!["versioning".into(), "lifecycle".into()]
+            ),
             ("processor-logs".into(), vec!["retention_days".into()]),
             ("receiver-role".into(), vec!["policy".into()]),
             ("processor-role".into(), vec!["tags".into()]),
@@ -590,6 +653,16 @@ async fn out_of_band_drift_is_reported_then_repaired() {
                 .to_string()
                 .contains("dynamodb:*")
     );
+    let rules = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap()
+        .rules()
+        .to_vec();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].id(), Some("webhook-archive"));
 }
 
 /// A stack deployed before the stream reads had their own policy: they sat
@@ -747,6 +820,13 @@ async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
         );
     }
 
+    let outputs = env.run(&["outputs"]);
+    assert_eq!(outputs.code, 1, "{outputs:?}");
+    assert!(
+        outputs.stderr.contains("has no deployed resources") && outputs.stdout.is_empty(),
+        "{outputs:?}"
+    );
+
     let again = env.run(&["down", "--yes"]);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(
@@ -802,6 +882,36 @@ fn bad_input_is_refused_with_a_precise_message_and_no_mutation() {
     let region = env.run(&["up"]);
     assert_eq!(region.code, 1, "{region:?}");
     assert!(region.stderr.contains("region eu-west-1"), "{region:?}");
+    let outputs = env.run(&["outputs", "--region", "us-east-1"]);
+    assert_eq!(outputs.code, 1, "{outputs:?}");
+    assert!(outputs.stderr.contains("region eu-west-1"), "{outputs:?}");
+
+    // outputs reads only the file, yet refuses another stack's or another
+    // account's: with --show-secrets it would read that stack's secrets.
+    let mut other = foreign.clone();
+    other["suffix"] = "other".into();
+    std::fs::write(&state, other.to_string()).unwrap();
+    let copied = env.run(&["outputs"]);
+    assert_eq!(copied.code, 1, "{copied:?}");
+    assert!(
+        copied
+            .stderr
+            .contains(&format!("belongs to stack 'other', not '{SUFFIX}'")),
+        "{copied:?}"
+    );
+    let mut elsewhere = foreign.clone();
+    elsewhere["region"] = "us-east-1".into();
+    elsewhere["account"] = "999999999999".into();
+    elsewhere["resources"] = serde_json::json!({
+        "events-table": {"kind": "dynamodb-table", "physical_id": "t", "attrs": {"name": "t"}}
+    });
+    std::fs::write(&state, elsewhere.to_string()).unwrap();
+    let secrets = env.run(&["outputs", "--show-secrets"]);
+    assert_eq!(secrets.code, 1, "{secrets:?}");
+    assert!(
+        secrets.stderr.contains("account 999999999999") && secrets.stdout.is_empty(),
+        "{secrets:?}"
+    );
     std::fs::remove_file(&state).unwrap();
 
     // A second run while the stack is locked.
@@ -843,8 +953,53 @@ fn bad_input_is_refused_with_a_precise_message_and_no_mutation() {
     });
     assert_eq!(missing_creds.code, 1, "{missing_creds:?}");
     assert!(
-        missing_creds.stderr.contains("credentials"),
+        missing_creds.stderr.contains("no AWS credentials found")
+            && !missing_creds.stderr.contains("Error {"),
         "{missing_creds:?}"
+    );
+
+    // Connection settings: one sentence naming the real cause.
+    let not_a_url = env.run(&["status", "--endpoint-url", "notaurl"]);
+    assert_eq!(not_a_url.code, 1, "{not_a_url:?}");
+    assert!(
+        not_a_url.stderr.contains("invalid endpoint URL 'notaurl'"),
+        "{not_a_url:?}"
+    );
+    let spaced = env.run(&["status", "--region", "us east"]);
+    assert_eq!(spaced.code, 1, "{spaced:?}");
+    assert!(
+        spaced.stderr.contains("invalid AWS region 'us east'"),
+        "{spaced:?}"
+    );
+    // Nothing listens on port 9 (discard) here: refused at once, and said so
+    // without ten retries.
+    let started = std::time::Instant::now();
+    let unreachable = env.run(&["status", "--endpoint-url", "http://127.0.0.1:9"]);
+    assert_eq!(unreachable.code, 1, "{unreachable:?}");
+    assert!(
+        unreachable
+            .stderr
+            .contains("cannot reach the endpoint http://127.0.0.1:9"),
+        "{unreachable:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{unreachable:?}"
+    );
+    let no_profile = run({
+        let mut c = env.cmd(&["status", "--profile", "nope"]);
+        c.env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        c
+    });
+    assert_eq!(no_profile.code, 1, "{no_profile:?}");
+    assert!(
+        no_profile
+            .stderr
+            .contains("no AWS region is configured for profile 'nope'"),
+        "{no_profile:?}"
     );
 
     let m = env.proxy.mutating_calls();

@@ -394,3 +394,93 @@ async fn down_stopped_during_the_apis_deletion_keeps_no_record_of_its_contents()
     assert_eq!(down.code, 0, "{down:?}");
     assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, nothing());
 }
+
+/// `down` waiting out Lambda's network interfaces (a DependencyViolation
+/// retried for up to --eni-timeout, 45 minutes by default) stops at once on
+/// Ctrl-C, keeps what is left in the state file, and the next `down`
+/// finishes the job.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupt_ends_a_long_wait_and_the_next_down_resumes() {
+    let env = Env::start(SUFFIX);
+    assert_eq!(env.run(&["up"]).code, 0);
+    env.proxy.clear();
+    env.proxy.add_rule(Rule::fail(
+        "ec2:DeleteSubnet",
+        usize::MAX,
+        400,
+        "DependencyViolation",
+        "The subnet has dependencies and cannot be deleted.",
+    ));
+    let child = env.spawn(&["down", "--yes"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env
+        .proxy
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "DeleteSubnet")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "no retried DeleteSubnet");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Instant::now();
+    let out = interrupt(&env, child, "-INT");
+    assert_eq!(out.code, 130, "{out:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "the wait held the run for {:?}: {out:?}",
+        sent.elapsed()
+    );
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
+    for id in ["subnet-a", "subnet-b", "vpc"] {
+        assert!(st["resources"].get(id).is_some(), "{id} forgotten: {st}");
+    }
+    let down = env.run(&["down", "--yes"]);
+    assert_eq!(down.code, 0, "{down:?}");
+    assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, nothing());
+}
+
+/// A second signal does not wait for calls in flight: the run exits at once
+/// (130), and the next `up` finds what was started.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_interrupt_exits_at_once() {
+    let env = Env::start(SUFFIX);
+    // The log groups' creates (in the first wave, nothing before them) take
+    // 20 s: after one signal the run would wait that long for them. A log
+    // group is found by name, so a create that lands late does no harm.
+    env.proxy
+        .add_rule(Rule::delay("logs:CreateLogGroup", Duration::from_secs(20)));
+    let child = env.spawn(&["up"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.proxy.mutating_calls().len() < 2 {
+        assert!(Instant::now() < deadline, "no create finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    let kill = |signal: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    let sent = Instant::now();
+    kill("-INT");
+    std::thread::sleep(Duration::from_millis(300));
+    kill("-INT");
+    let out = wait(child);
+    env.proxy.clear_rules();
+    assert_eq!(out.code, 130, "{out:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "exited after {:?}: {out:?}",
+        sent.elapsed()
+    );
+    assert!(out.stderr.contains("interrupted again (SIGINT)"), "{out:?}");
+    assert_state_sound(&env);
+    let up = env.run(&["up"]);
+    assert_eq!(up.code, 0, "{up:?}");
+    assert_eq!(count_tagged(&env.sdk().await, SUFFIX).await, one_stack());
+}

@@ -8,7 +8,9 @@ use crate::stack::Settings;
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 type Shared = Arc<tokio::sync::OnceCell<Arc<dyn Any + Send + Sync>>>;
 
@@ -20,6 +22,11 @@ pub struct Unknown {
     pub id: String,
     pub key: String,
 }
+
+/// The run was interrupted (Ctrl-C, SIGTERM) while a resource waited.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped while {0}: the run was interrupted")]
+pub struct Stopped(pub String);
 
 /// Attributes a read looked up: (resource id, key, value; `None` when unknown).
 pub type Used = Vec<(String, String, Option<String>)>;
@@ -42,6 +49,8 @@ pub struct Cx {
     shared: Arc<Mutex<HashMap<String, Shared>>>,
     /// This run created the resource's container (`Resource::inside`).
     new_container: bool,
+    /// Set when the run is interrupted: waits end early.
+    stop: Arc<AtomicBool>,
 }
 
 impl Cx {
@@ -55,6 +64,40 @@ impl Cx {
             ahead: None,
             shared: Arc::default(),
             new_container: false,
+            stop: Arc::default(),
+        }
+    }
+
+    /// The same context, whose waits end when `stop` is set.
+    pub fn with_stop(self, stop: Arc<AtomicBool>) -> Self {
+        Self { stop, ..self }
+    }
+
+    /// Whether the run was interrupted.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps for `d`, or less if the run is interrupted meanwhile: a
+    /// retry or poll must not hold an interrupted run for minutes.
+    pub async fn pause(&self, d: Duration, what: &str) -> Result<(), Stopped> {
+        self.unless_stopped(what, tokio::time::sleep(d)).await
+    }
+
+    /// Runs `fut` (an SDK waiter, a poll) unless the run is interrupted first.
+    pub async fn unless_stopped<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = T>,
+    ) -> Result<T, Stopped> {
+        let stopped = async {
+            while !self.stopped() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            t = fut => Ok(t),
+            () = stopped => Err(Stopped(what.to_string())),
         }
     }
 

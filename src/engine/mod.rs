@@ -8,6 +8,7 @@ pub mod progress;
 pub mod resource;
 pub mod state;
 
+use crate::aws::describe_error;
 use anyhow::Result;
 use context::{Cx, Unknown};
 use graph::{Node, Outcome};
@@ -82,7 +83,12 @@ pub struct Entry {
 
 impl Entry {
     /// An entry with no drift, error, timings or dependencies yet.
-    fn new(id: &str, kind: &'static str, action: Action, physical_id: Option<String>) -> Self {
+    pub(crate) fn new(
+        id: &str,
+        kind: &'static str,
+        action: Action,
+        physical_id: Option<String>,
+    ) -> Self {
         Self {
             id: id.to_string(),
             kind,
@@ -357,9 +363,12 @@ impl Engine {
             let id = r.id();
             let entry = match outcomes.get(id) {
                 Some(Outcome::Done) => done.remove(id).filter(|e| e.action != Action::Absent),
-                Some(Outcome::Failed(e)) => {
-                    Some(failed(r.as_ref(), Action::Failed, format!("{e:#}"), &waits))
-                }
+                Some(Outcome::Failed(e)) => Some(failed(
+                    r.as_ref(),
+                    Action::Failed,
+                    describe_error(e),
+                    &waits,
+                )),
                 Some(Outcome::Skipped(dep)) => Some(failed(
                     r.as_ref(),
                     Action::Skipped,
@@ -385,7 +394,8 @@ impl Engine {
         if let Err(e) = saved {
             out.push(Entry {
                 error: Some(format!(
-                    "{e:#}; the changes above were made but the state file does not record them all: fix the cause and run the command again (it finds them by name and tags)"
+                    "{}; the changes above were made but the state file does not record them all: fix the cause and run the command again (it finds them by name and tags)",
+                    describe_error(&e)
                 )),
                 ..Entry::new("state-file", "internal", Action::Failed, None)
             });
@@ -394,7 +404,7 @@ impl Engine {
             if let Outcome::Failed(e) = o {
                 if !by_id.contains_key(&id) {
                     out.push(Entry {
-                        error: Some(format!("{e:#}")),
+                        error: Some(describe_error(&e)),
                         ..Entry::new(&id, "internal", Action::Failed, None)
                     });
                 }
@@ -404,7 +414,8 @@ impl Engine {
             entries: out,
             started_at,
             elapsed: started.elapsed(),
-            interrupted,
+            // A signal that cut waits short, though nothing was left unstarted.
+            interrupted: interrupted || self.stop.load(Ordering::SeqCst),
         }
     }
 }
@@ -502,7 +513,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn first_line(e: &anyhow::Error) -> String {
-    format!("{e:#}")
+    describe_error(e)
         .lines()
         .next()
         .unwrap_or_default()

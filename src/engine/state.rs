@@ -45,23 +45,25 @@ impl State {
         }
     }
 
-    /// Refuses a state file that belongs to another stack, region or account.
-    pub fn check_matches(
-        &self,
-        path: &Path,
-        suffix: &str,
-        region: &str,
-        account: &str,
-    ) -> Result<()> {
+    /// Refuses a state file that another stack's file was copied over (the
+    /// file is named after the suffix, so `--suffix` alone cannot fix it).
+    pub fn check_suffix(&self, path: &Path, suffix: &str) -> Result<()> {
         if self.suffix != suffix {
+            let home = path.with_file_name(format!("{}.json", self.suffix));
             bail!(
-                "state file {} belongs to stack '{}', not '{}'; use --suffix {} or another --state-dir",
+                "state file {} belongs to stack '{}', not '{}' (copied or renamed?); move it back to {} or pass the --state-dir that holds {suffix}.json",
                 path.display(),
                 self.suffix,
                 suffix,
-                self.suffix
+                home.display()
             );
         }
+        Ok(())
+    }
+
+    /// Refuses a state file written for another region, without AWS: for
+    /// commands that read only the file (`outputs`), when `--region` names one.
+    pub fn check_region(&self, path: &Path, region: &str) -> Result<()> {
         if self.region != region {
             bail!(
                 "state file {} was written for region {} but this run targets {}; pass --region {} or use another --state-dir",
@@ -71,6 +73,19 @@ impl State {
                 self.region
             );
         }
+        Ok(())
+    }
+
+    /// Refuses a state file that belongs to another stack, region or account.
+    pub fn check_matches(
+        &self,
+        path: &Path,
+        suffix: &str,
+        region: &str,
+        account: &str,
+    ) -> Result<()> {
+        self.check_suffix(path, suffix)?;
+        self.check_region(path, region)?;
         if self.account != account {
             bail!(
                 "state file {} was written for account {} but the credentials are for account {}; use the matching credentials or another --state-dir",
@@ -313,6 +328,21 @@ mod tests {
             .to_string()
             .contains("not a webhook-deploy state file"));
         let s = State::new("dev", "eu-west-1", "123456789012");
+        // prod.json copied over dev.json: --suffix prod would read prod.json.
+        let e = s
+            .check_matches(
+                &dir.path().join("prod.json"),
+                "prod",
+                "eu-west-1",
+                "123456789012",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("belongs to stack 'dev', not 'prod'"), "{e}");
+        assert!(
+            e.contains(&format!("move it back to {}", p.display())),
+            "{e}"
+        );
         let e = s
             .check_matches(&p, "dev", "us-east-1", "123456789012")
             .unwrap_err();

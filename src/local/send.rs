@@ -367,6 +367,7 @@ async fn deployed_target(cli: &Cli) -> Result<Target> {
             c.suffix
         );
     };
+    st.check_suffix(&paths.file, &c.suffix)?;
     let out = crate::commands::outputs_json(&st);
     let field = |k: &str| out[k].as_str().map(String::from);
     let url = field("apiUrl").context("the stack has no API yet: run `webhook-deploy up` first")?;
@@ -375,6 +376,7 @@ async fn deployed_target(cli: &Cli) -> Result<Target> {
         ..ConnectOptions::from(c)
     })
     .await?;
+    st.check_matches(&paths.file, &c.suffix, &aws.region, &aws.account)?;
     let s = stack::Settings::new(&c.suffix, &aws, stack::StackOptions::default());
     // The scheme and secret the receiver really has.
     let conf = aws

@@ -122,10 +122,12 @@ impl Resource for EventsTable {
             .context("dynamodb:CreateTable returned no table description")?;
         if t.table_status() != Some(&TableStatus::Active) {
             cx.say("waiting for the table to become ACTIVE");
-            db.wait_until_table_exists()
+            let wait = db
+                .wait_until_table_exists()
                 .table_name(&name)
-                .wait(Duration::from_secs(600))
-                .await
+                .wait(Duration::from_secs(600));
+            cx.unless_stopped("waiting for the table to become ACTIVE", wait)
+                .await?
                 .context("the table did not become ACTIVE within 10 minutes")?;
         }
         // Independent settings: both at once.
@@ -190,10 +192,12 @@ impl Resource for EventsTable {
                 .await
                 .context("dynamodb:UpdateTable failed")?;
             cx.say("waiting for the table update to finish");
-            db.wait_until_table_exists()
+            let wait = db
+                .wait_until_table_exists()
                 .table_name(&name)
-                .wait(Duration::from_secs(600))
-                .await
+                .wait(Duration::from_secs(600));
+            cx.unless_stopped("waiting for the table update to finish", wait)
+                .await?
                 .context("the table did not become ACTIVE within 10 minutes")?;
         }
         let mut after = self
@@ -214,10 +218,12 @@ impl Resource for EventsTable {
             Err(e) => return Err(e).context("dynamodb:DeleteTable failed"),
         }
         cx.say("waiting for the table to be deleted");
-        db.wait_until_table_not_exists()
+        let wait = db
+            .wait_until_table_not_exists()
             .table_name(&name)
-            .wait(Duration::from_secs(600))
-            .await
+            .wait(Duration::from_secs(600));
+        cx.unless_stopped("waiting for the table to be deleted", wait)
+            .await?
             .context("the table was not deleted within 10 minutes")?;
         Ok(true)
     }

@@ -209,7 +209,8 @@ impl StreamMapping {
                 bail!("mapping {uuid} is still {state} after 10 minutes");
             }
             cx.say(format!("waiting for the mapping: {state}"));
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            cx.pause(Duration::from_secs(2), "waiting for the mapping to settle")
+                .await?;
         }
     }
 }
@@ -469,7 +470,13 @@ impl Resource for StreamMapping {
                 Ok(_) if start.elapsed() > Duration::from_secs(600) => {
                     bail!("mapping {uuid} was not deleted within 10 minutes")
                 }
-                Ok(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+                Ok(_) => {
+                    cx.pause(
+                        Duration::from_secs(2),
+                        "waiting for the mapping to be deleted",
+                    )
+                    .await?
+                }
             }
         }
     }

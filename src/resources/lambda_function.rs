@@ -351,7 +351,8 @@ impl LambdaFunction {
                     READY_LIMIT.as_secs()
                 );
             }
-            tokio::time::sleep(delay).await;
+            cx.pause(delay, "waiting for the function to be ready")
+                .await?;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     }

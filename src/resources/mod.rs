@@ -133,7 +133,10 @@ where
                     start.elapsed().as_secs(),
                     backoff.limit.as_secs()
                 ));
-                tokio::time::sleep(delay).await;
+                // Interrupted: the error stands, the next run retries.
+                if cx.pause(delay, waiting_for).await.is_err() {
+                    return Err(e);
+                }
                 delay = (delay * 2).min(backoff.max);
             }
             other => return other,
@@ -151,32 +154,20 @@ fn is_iam_propagation<E: ProvideErrorMetadata>(e: &E) -> bool {
         })
 }
 
-/// Tag changes needed to go from `have` to `want`: (to set, keys to remove).
-fn tag_delta(
-    want: &BTreeMap<String, String>,
-    have: &BTreeMap<String, String>,
-) -> (BTreeMap<String, String>, Vec<String>) {
-    let set = want
-        .iter()
-        .filter(|(k, v)| have.get(*k) != Some(*v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    // Only our own keys are removed: tags others added are left alone.
-    let remove = have
-        .keys()
-        .filter(|k| !want.contains_key(*k) && k.starts_with("webhook-deploy:"))
-        .cloned()
-        .collect();
-    (set, remove)
-}
-
-/// Compares tags, ignoring keys someone else added (they are not drift).
+/// Compares tags: a key we set that is missing or has another value.
+/// Keys someone else added are not drift, ours included: `up` never
+/// removes a tag, so reporting one it would not remove would leave
+/// `status` reporting drift after every `up`.
 pub fn tags_drift(
     want: &BTreeMap<String, String>,
     have: &BTreeMap<String, String>,
 ) -> Option<crate::engine::resource::Drift> {
-    let (set, remove) = tag_delta(want, have);
-    if set.is_empty() && remove.is_empty() {
+    let set: BTreeMap<String, String> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if set.is_empty() {
         return None;
     }
     let fmt = |m: &BTreeMap<String, String>| {
@@ -187,7 +178,7 @@ pub fn tags_drift(
     };
     let have_sub: BTreeMap<String, String> = have
         .iter()
-        .filter(|(k, _)| set.contains_key(*k) || remove.contains(k))
+        .filter(|(k, _)| set.contains_key(*k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Some(crate::engine::resource::Drift::new(
@@ -195,4 +186,34 @@ pub fn tags_drift(
         fmt(&set),
         fmt(&have_sub),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn only_tags_up_would_set_are_drift() {
+        let want = tags(&[("webhook-deploy:stack", "dev"), ("Name", "x")]);
+        // Added by someone else, in our namespace or not: left alone.
+        let extra = tags(&[
+            ("webhook-deploy:stack", "dev"),
+            ("Name", "x"),
+            ("webhook-deploy:old", "1"),
+            ("team", "payments"),
+        ]);
+        assert!(tags_drift(&want, &extra).is_none());
+        let changed = tags(&[("webhook-deploy:stack", "prod"), ("team", "payments")]);
+        let d = tags_drift(&want, &changed).expect("drift");
+        assert_eq!(d.field, "tags");
+        assert_eq!(d.want, "Name=x,webhook-deploy:stack=dev");
+        assert_eq!(d.have, "webhook-deploy:stack=prod");
+    }
 }

@@ -134,6 +134,31 @@ where
     .await
 }
 
+/// A delete that `delete_retrying_enis` gave up on: when Lambda's network
+/// interfaces are still in the way, say what to do about it.
+fn enis_left<E>(cx: &Cx, e: E, call: &str) -> anyhow::Error
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    if is_code(&e, &["DependencyViolation"]) && cx.stopped() {
+        return anyhow::Error::new(e).context(format!(
+            "{call} failed (interrupted while waiting for Lambda's network interfaces to be released; run `webhook-deploy down` again to resume)"
+        ));
+    }
+    if is_code(&e, &["DependencyViolation"]) {
+        return anyhow::anyhow!(
+            "{call} failed: DependencyViolation: {}; Lambda's network interfaces were still attached after --eni-timeout {}: run `webhook-deploy down` again later (it resumes where this run stopped), or raise --eni-timeout",
+            e.message().unwrap_or("dependent objects remain"),
+            humantime::format_duration(cx.stack.opts.eni_timeout)
+        );
+    }
+    anyhow::Error::new(e).context(format!("{call} failed"))
+}
+
 // ---------------------------------------------------------------- VPC
 
 pub struct Vpc {
@@ -224,12 +249,14 @@ impl Resource for Vpc {
         // AWS answers `pending`; an answer already `available` needs no wait.
         if vpc.state() != Some(&VpcState::Available) {
             cx.say("waiting for the VPC to become available");
-            cx.aws
+            let wait = cx
+                .aws
                 .ec2
                 .wait_until_vpc_available()
                 .vpc_ids(&vpc_id)
-                .wait(Duration::from_secs(300))
-                .await
+                .wait(Duration::from_secs(300));
+            cx.unless_stopped("waiting for the VPC to become available", wait)
+                .await?
                 .context("the VPC did not become available within 5 minutes")?;
         }
         Ok(net_live(&vpc_id))
@@ -253,7 +280,7 @@ impl Resource for Vpc {
         {
             Ok(_) => Ok(true),
             Err(e) if is_code(&e, &["InvalidVpcID.NotFound"]) => Ok(false),
-            Err(e) => Err(e).context("ec2:DeleteVpc failed"),
+            Err(e) => Err(enis_left(cx, e, "ec2:DeleteVpc")),
         }
     }
 }
@@ -577,7 +604,7 @@ impl Resource for Subnet {
         {
             Ok(_) => Ok(true),
             Err(e) if is_code(&e, &["InvalidSubnetID.NotFound"]) => Ok(false),
-            Err(e) => Err(e).context("ec2:DeleteSubnet failed"),
+            Err(e) => Err(enis_left(cx, e, "ec2:DeleteSubnet")),
         }
     }
 }
@@ -725,7 +752,7 @@ impl Resource for RouteTable {
         {
             Ok(_) => Ok(true),
             Err(e) if is_code(&e, &["InvalidRouteTableID.NotFound"]) => Ok(false),
-            Err(e) => Err(e).context("ec2:DeleteRouteTable failed"),
+            Err(e) => Err(enis_left(cx, e, "ec2:DeleteRouteTable")),
         }
     }
 }
@@ -1149,7 +1176,7 @@ impl Resource for SecurityGroup {
         {
             Ok(_) => Ok(true),
             Err(e) if is_code(&e, &["InvalidGroup.NotFound"]) => Ok(false),
-            Err(e) => Err(e).context("ec2:DeleteSecurityGroup failed"),
+            Err(e) => Err(enis_left(cx, e, "ec2:DeleteSecurityGroup")),
         }
     }
 }
@@ -1343,7 +1370,11 @@ impl Resource for GatewayEndpoint {
             if start.elapsed() > Duration::from_secs(300) {
                 bail!("endpoint {id} was not deleted within 5 minutes");
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            cx.pause(
+                Duration::from_secs(2),
+                "waiting for the endpoint to be deleted",
+            )
+            .await?;
         }
         Ok(true)
     }
