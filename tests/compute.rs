@@ -618,6 +618,8 @@ async fn drift_is_named_by_status_and_repaired_by_up() {
         .update_event_source_mapping()
         .uuid(&uuid)
         .enabled(false)
+        // Events held for 5 minutes before the processor sees them.
+        .maximum_batching_window_in_seconds(300)
         .send()
         .await
         .unwrap();
@@ -674,7 +676,13 @@ async fn drift_is_named_by_status_and_repaired_by_up() {
     assert_eq!(
         drifted(&json.stdout),
         BTreeMap::from([
-            ("stream-mapping".to_string(), vec!["enabled".to_string()]),
+            (
+                "stream-mapping".to_string(),
+                vec![
+                    "enabled".to_string(),
+                    "maximum_batching_window_in_seconds".to_string()
+                ]
+            ),
             ("lambda-sg".to_string(), vec!["ingress".to_string()]),
             (
                 "receiver-function".to_string(),
@@ -706,6 +714,7 @@ async fn drift_is_named_by_status_and_repaired_by_up() {
         .await
         .unwrap();
     assert_eq!(m.state(), Some("Enabled"));
+    assert_eq!(m.maximum_batching_window_in_seconds(), Some(0));
 }
 
 /// The VPC's DNS settings and the route table's associations are resources

@@ -29,6 +29,12 @@ pub const BISECT_ON_ERROR: bool = true;
 /// failing reaches the failure destination before the stream drops it.
 pub const MAX_RECORD_AGE_S: i32 = 6 * 3600;
 pub const STARTING_POSITION: &str = "TRIM_HORIZON";
+/// AWS's defaults, made explicit so a change to them is drift: a batching
+/// window delays every event, several batches per shard break the
+/// per-event order, and a tumbling window changes what the processor gets.
+pub const MAX_BATCHING_WINDOW_S: i32 = 0;
+pub const PARALLELIZATION_FACTOR: i32 = 1;
+pub const TUMBLING_WINDOW_S: i32 = 0;
 
 /// Only new events: the processor's own MODIFY must not re-trigger it.
 pub fn filter_pattern() -> Value {
@@ -46,6 +52,9 @@ struct Settings {
     maximum_retry_attempts: Option<i32>,
     bisect_batch_on_function_error: Option<bool>,
     maximum_record_age_in_seconds: Option<i32>,
+    maximum_batching_window_in_seconds: i32,
+    parallelization_factor: i32,
+    tumbling_window_in_seconds: i32,
     function_response_types: Vec<String>,
     filter: Vec<Value>,
     on_failure: Option<String>,
@@ -71,6 +80,9 @@ impl StreamMapping {
             maximum_retry_attempts: Some(MAX_RETRIES),
             bisect_batch_on_function_error: Some(BISECT_ON_ERROR),
             maximum_record_age_in_seconds: Some(MAX_RECORD_AGE_S),
+            maximum_batching_window_in_seconds: MAX_BATCHING_WINDOW_S,
+            parallelization_factor: PARALLELIZATION_FACTOR,
+            tumbling_window_in_seconds: TUMBLING_WINDOW_S,
             function_response_types: vec!["ReportBatchItemFailures".into()],
             filter: vec![filter_pattern()],
             on_failure: Some(cx.stack.bucket_arn()),
@@ -83,6 +95,12 @@ impl StreamMapping {
             maximum_retry_attempts: m.maximum_retry_attempts(),
             bisect_batch_on_function_error: m.bisect_batch_on_function_error(),
             maximum_record_age_in_seconds: m.maximum_record_age_in_seconds(),
+            // Absent means AWS's default.
+            maximum_batching_window_in_seconds: m
+                .maximum_batching_window_in_seconds()
+                .unwrap_or(MAX_BATCHING_WINDOW_S),
+            parallelization_factor: m.parallelization_factor().unwrap_or(PARALLELIZATION_FACTOR),
+            tumbling_window_in_seconds: m.tumbling_window_in_seconds().unwrap_or(TUMBLING_WINDOW_S),
             function_response_types: m
                 .function_response_types()
                 .iter()
@@ -310,6 +328,24 @@ impl Resource for StreamMapping {
         );
         check(
             d,
+            "maximum_batching_window_in_seconds",
+            &want.maximum_batching_window_in_seconds,
+            &have.maximum_batching_window_in_seconds,
+        );
+        check(
+            d,
+            "parallelization_factor",
+            &want.parallelization_factor,
+            &have.parallelization_factor,
+        );
+        check(
+            d,
+            "tumbling_window_in_seconds",
+            &want.tumbling_window_in_seconds,
+            &have.tumbling_window_in_seconds,
+        );
+        check(
+            d,
             "function_response_types",
             &want.function_response_types,
             &have.function_response_types,
@@ -412,6 +448,9 @@ impl Resource for StreamMapping {
                 .maximum_retry_attempts(MAX_RETRIES)
                 .bisect_batch_on_function_error(true)
                 .maximum_record_age_in_seconds(MAX_RECORD_AGE_S)
+                .maximum_batching_window_in_seconds(MAX_BATCHING_WINDOW_S)
+                .parallelization_factor(PARALLELIZATION_FACTOR)
+                .tumbling_window_in_seconds(TUMBLING_WINDOW_S)
                 .function_response_types(FunctionResponseType::ReportBatchItemFailures)
                 .filter_criteria(Self::filter_criteria())
                 .destination_config(Self::destination(cx))
