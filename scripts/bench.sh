@@ -5,6 +5,9 @@
 # BENCH_RELEASE=1 measures the release binary (a ~15 min build the first time).
 # BENCH_UPS=N: fresh ups counted (median; default 5). BENCH_LATENCY=added: the
 # latency is added to the emulator's own time instead of being the whole round trip.
+# BENCH_EMULATORS=one: one emulator for every service as the main layout (the
+# default gives API Gateway, EC2, and Logs+CloudWatch+SNS emulators of their
+# own; the other layout's fresh ups are measured in the same run either way).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup-moto.sh >/dev/null

@@ -99,6 +99,60 @@ async fn proxy_forwards_and_records_json_protocol() {
     assert!(proxy.calls().is_empty());
 }
 
+/// The benchmark gives some services an emulator of their own: the proxy
+/// sends their calls there and everything else to the default upstream.
+#[tokio::test]
+async fn proxy_routes_a_service_to_its_own_emulator() {
+    let main = Moto::start();
+    let own = Moto::start_own();
+    assert_ne!(main.endpoint, own.endpoint);
+    let proxy = Proxy::start(&main.endpoint);
+    proxy.route("logs", &own.endpoint);
+    let conf = support::sdk_config(&proxy.endpoint()).await;
+    create_table(&aws_sdk_dynamodb::Client::new(&conf), "routed")
+        .await
+        .unwrap();
+    aws_sdk_cloudwatchlogs::Client::new(&conf)
+        .create_log_group()
+        .log_group_name("/routed")
+        .send()
+        .await
+        .unwrap();
+
+    let groups = |endpoint: String| async move {
+        let conf = support::sdk_config(&endpoint).await;
+        let out = aws_sdk_cloudwatchlogs::Client::new(&conf)
+            .describe_log_groups()
+            .send()
+            .await
+            .unwrap();
+        out.log_groups()
+            .iter()
+            .filter_map(|g| g.log_group_name().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let tables = |endpoint: String| async move {
+        let conf = support::sdk_config(&endpoint).await;
+        let out = aws_sdk_dynamodb::Client::new(&conf)
+            .list_tables()
+            .send()
+            .await
+            .unwrap();
+        out.table_names().to_vec()
+    };
+    assert_eq!(groups(own.endpoint.clone()).await, ["/routed"]);
+    assert!(groups(main.endpoint.clone()).await.is_empty());
+    assert_eq!(tables(main.endpoint.clone()).await, ["routed"]);
+    assert!(tables(own.endpoint.clone()).await.is_empty());
+    assert_eq!(
+        proxy.calls(),
+        vec![
+            call("dynamodb", "CreateTable", true, 200),
+            call("logs", "CreateLogGroup", true, 200),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn proxy_forwards_and_records_query_protocol() {
     let moto = Moto::start();

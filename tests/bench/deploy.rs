@@ -3,7 +3,11 @@
 //! the calls that are slow on AWS. The proxy forwards each call at once and
 //! answers it when its latency has passed, or when moto answers if that is
 //! later: moto's own service time is part of the round trip, as AWS's is,
-//! but moto serving one call at a time still shows when calls queue.
+//! but moto serving one call at a time still shows when calls queue. So
+//! that one service's calls do not queue behind another's (on AWS they are
+//! separate fleets), API Gateway, EC2, and Logs + CloudWatch + SNS get a
+//! moto each; the same fresh ups with one moto for everything are measured
+//! in the same run (`BENCH_EMULATORS=one` swaps the two layouts).
 //! `BENCH_LATENCY=added` adds the latency to moto's time instead. Prints, side by side from one run: fresh `up`,
 //! no-op `up`, `status`, `down` (wall time, reads, writes), the critical-path
 //! lower bound, and `--parallel 1` versus the default.
@@ -267,8 +271,57 @@ fn slow_on_aws(r: &RequestInfo) -> bool {
         || (r.service == "apigateway" && r.method == "POST" && p.contains("/deployments"))
 }
 
-fn env_with_latency(suffix: &str, model: &Model) -> Env {
+/// How the emulator is laid out behind the proxy.
+#[derive(Clone, Copy, PartialEq)]
+enum Emulators {
+    /// One moto per group of services ([`OWN_EMULATOR`]), as AWS gives each
+    /// service its own fleet: the default.
+    Split,
+    /// One moto for every service (`BENCH_EMULATORS=one`): it serves calls
+    /// under one interpreter lock, so e.g. EC2's calls queue in front of API
+    /// Gateway's, which the latency model does not know.
+    One,
+}
+
+impl Emulators {
+    fn describe(self) -> &'static str {
+        match self {
+            Emulators::Split => "four emulators (API Gateway; EC2; CloudWatch Logs, CloudWatch and SNS; IAM, Lambda, DynamoDB, S3 and STS)",
+            Emulators::One => "one emulator for every service",
+        }
+    }
+    fn other(self) -> Emulators {
+        match self {
+            Emulators::Split => Emulators::One,
+            Emulators::One => Emulators::Split,
+        }
+    }
+}
+
+/// Services with an emulator of their own under [`Emulators::Split`].
+/// Lambda stays with IAM, DynamoDB and S3: moto looks roles, streams and
+/// code up across those backends (a fifth emulator for S3 measured the same).
+const OWN_EMULATOR: [&[&str]; 3] = [&["apigateway"], &["ec2"], &["logs", "monitoring", "sns"]];
+
+/// The deployer's environment (one moto, the proxy, a state directory) and
+/// the further emulators the proxy routes to.
+struct Bench {
+    env: Env,
+    _more: Vec<support::moto::Moto>,
+}
+
+fn env_with_latency(suffix: &str, model: &Model, emulators: Emulators) -> Bench {
     let env = Env::start(suffix);
+    let mut more = vec![];
+    if emulators == Emulators::Split {
+        for services in OWN_EMULATOR {
+            let m = support::moto::Moto::start_own();
+            for s in services {
+                env.proxy.route(s, &m.endpoint);
+            }
+            more.push(m);
+        }
+    }
     // A fresh moto imports each service's code on its first request (seconds
     // per service, under the GIL): warm every code path with a throwaway
     // stack first, so the figures measure the deployer and the latency
@@ -290,7 +343,37 @@ fn env_with_latency(suffix: &str, model: &Model) -> Env {
     env.proxy.add_rule(rule(Matcher::any(), model.latency));
     env.proxy
         .add_rule(rule(Matcher::custom(slow_on_aws), model.slow));
-    env
+    Bench { env, _more: more }
+}
+
+/// Fresh ups on a torn-down stack, each followed by a `down`, numbered from
+/// `from`: their walls.
+fn fresh_ups(env: &Env, model: &Model, tag: &str, from: usize, to: usize) -> Vec<f64> {
+    (from..to)
+        .map(|i| {
+            let wall = measure(&format!("up{tag}{i}"), env, model, &["up"], &[0]).wall;
+            measure(
+                &format!("down{tag}{i}"),
+                env,
+                model,
+                &["down", "--yes"],
+                &[0],
+            );
+            wall
+        })
+        .collect()
+}
+
+fn median_of(walls: &[f64]) -> String {
+    format!(
+        "median of {}: {}",
+        walls.len(),
+        walls
+            .iter()
+            .map(|w| format!("{w:.2}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    )
 }
 
 fn main() {
@@ -313,8 +396,15 @@ fn main() {
 
     // --parallel 1: every resource runs alone, so the calls in its time
     // window are its own chain: the node weights of the lower bound.
-    let serial = env_with_latency("benchs", &model);
-    let p1 = measure("p1", &serial, &model, &["up", "--parallel", "1"], &[0]);
+    let emulators = match std::env::var("BENCH_EMULATORS").as_deref() {
+        Ok("one") => Emulators::One,
+        Ok("split") | Err(_) => Emulators::Split,
+        Ok(other) => panic!("BENCH_EMULATORS={other}: expected `split` (the default) or `one`"),
+    };
+    println!("emulators: {}", emulators.describe());
+    let bench = env_with_latency("benchs", &model, emulators);
+    let serial = &bench.env;
+    let p1 = measure("p1", serial, &model, &["up", "--parallel", "1"], &[0]);
     let (sts_measured, sts_model) = p1.sts(&model);
     let mut w_model = BTreeMap::new();
     let mut w_measured = BTreeMap::new();
@@ -344,7 +434,7 @@ fn main() {
     // the walk used (`depends_on`: what was deleted before it).
     let p1_down = measure(
         "p1-down",
-        &serial,
+        serial,
         &model,
         &["down", "--yes", "--parallel", "1"],
         &[0],
@@ -360,15 +450,16 @@ fn main() {
         critical_path(&p1_down.entries, &dw_model, ("sts", down_sts_model));
     let (down_bound_measured, _) =
         critical_path(&p1_down.entries, &dw_measured, ("sts", down_sts_measured));
-    drop(serial);
+    drop(bench);
 
-    let env = env_with_latency("benchp", &model);
-    let up = measure("up", &env, &model, &["up"], &[0]);
-    let noop = measure("noop", &env, &model, &["up"], &[0]);
-    let status = measure("status", &env, &model, &["status"], &[0]);
+    let bench = env_with_latency("benchp", &model, emulators);
+    let env = &bench.env;
+    let up = measure("up", env, &model, &["up"], &[0]);
+    let noop = measure("noop", env, &model, &["up"], &[0]);
+    let status = measure("status", env, &model, &["status"], &[0]);
     // Read rounds per resource: a no-op run one resource at a time.
-    let noop1 = measure("noop-p1", &env, &model, &["up", "--parallel", "1"], &[0]);
-    let down = measure("down", &env, &model, &["down", "--yes"], &[0]);
+    let noop1 = measure("noop-p1", env, &model, &["up", "--parallel", "1"], &[0]);
+    let down = measure("down", env, &model, &["down", "--yes"], &[0]);
     // One fresh up is at the mercy of the machine (an fsync stuck behind
     // writeback, the emulator's garbage collector): more fresh ups, each
     // after a down, and the median counts. `BENCH_UPS` sets how many.
@@ -378,21 +469,24 @@ fn main() {
         .unwrap_or(5)
         .max(1);
     let mut up_walls = vec![up.wall];
-    for i in 1..ups {
-        up_walls.push(measure(&format!("up{i}"), &env, &model, &["up"], &[0]).wall);
-        measure(&format!("down{i}"), &env, &model, &["down", "--yes"], &[0]);
-    }
+    up_walls.extend(fresh_ups(env, &model, "", 1, ups));
     up_walls.sort_by(f64::total_cmp);
     let up_median = up_walls[up_walls.len() / 2];
-    let spread = format!(
-        "median of {}: {}",
-        up_walls.len(),
-        up_walls
-            .iter()
-            .map(|w| format!("{w:.2}"))
-            .collect::<Vec<_>>()
-            .join(" / ")
-    );
+    let spread = median_of(&up_walls);
+    drop(bench);
+    // The same fresh ups, no-op up and status with the emulators laid out
+    // the other way, in this run: what the layout itself costs.
+    let other = emulators.other();
+    let bench = env_with_latency("bencho", &model, other);
+    let env = &bench.env;
+    let mut other_walls = fresh_ups(env, &model, "o", 0, ups);
+    other_walls.sort_by(f64::total_cmp);
+    let other_median = other_walls[other_walls.len() / 2];
+    measure("upo", env, &model, &["up"], &[0]);
+    let other_noop = measure("noopo", env, &model, &["up"], &[0]);
+    let other_status = measure("statuso", env, &model, &["status"], &[0]);
+    let other_down = measure("downo", env, &model, &["down", "--yes"], &[0]);
+    drop(bench);
     let resources = up.entries.len();
     // A no-op resource's time: its read (ahead of the walk) plus its turn
     // in the walk.
@@ -467,6 +561,23 @@ fn main() {
         p1_down.writes,
         p1_down.cpu,
         p1_down.wall / down.wall
+    );
+    println!(
+        "| fresh up, {} | {:.2} | | | | {:.2} × critical path; {} s |",
+        other.describe(),
+        other_median,
+        other_median / bound,
+        median_of(&other_walls)
+    );
+    println!(
+        "| no-op up / status / down, {} | {:.2} / {:.2} / {:.2} | | | | {:.2} × / {:.2} × / {:.2} × the rows above |",
+        other.describe(),
+        other_noop.wall,
+        other_status.wall,
+        other_down.wall,
+        other_noop.wall / noop.wall,
+        other_status.wall / status.wall,
+        other_down.wall / down.wall,
     );
     println!();
     println!("resources: {resources}");

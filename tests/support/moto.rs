@@ -24,7 +24,16 @@ impl Moto {
     /// Uses `MOTO_ENDPOINT` if set, else spawns `$MOTO_SERVER` or `<repo>/.venv/bin/moto_server`
     /// and waits until it answers HTTP. Panics (never skips) if the executable is missing.
     pub fn start() -> Moto {
-        if let Ok(ep) = std::env::var("MOTO_ENDPOINT") {
+        Self::start_with(true)
+    }
+
+    /// Always a new `moto_server` child, even when `MOTO_ENDPOINT` is set.
+    pub fn start_own() -> Moto {
+        Self::start_with(false)
+    }
+
+    fn start_with(shared_ok: bool) -> Moto {
+        if let Some(ep) = std::env::var("MOTO_ENDPOINT").ok().filter(|_| shared_ok) {
             let ep = ep.trim().trim_end_matches('/').to_string();
             if !ep.is_empty() {
                 return Moto {

@@ -277,6 +277,8 @@ pub struct Timed {
 struct State {
     calls: Mutex<Vec<Recorded>>,
     rules: Mutex<Vec<Rule>>,
+    /// Service name -> upstream authority, for services not served by the default upstream.
+    routes: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 pub struct Proxy {
@@ -415,6 +417,21 @@ impl Proxy {
         self.state.rules.lock().unwrap().push(rule);
     }
 
+    /// Forwards `service`'s calls (SigV4 service name) to `upstream` instead
+    /// of the default upstream.
+    pub fn route(&self, service: &str, upstream: &str) {
+        let uri: Uri = upstream
+            .trim_end_matches('/')
+            .parse()
+            .expect("upstream URI");
+        let authority = uri.authority().expect("upstream URI has no host:port");
+        self.state
+            .routes
+            .lock()
+            .unwrap()
+            .insert(service.to_string(), authority.to_string());
+    }
+
     /// Remove all rules.
     pub fn clear_rules(&self) {
         self.state.rules.lock().unwrap().clear();
@@ -443,6 +460,8 @@ async fn handle(
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("proxy: bad body: {e}")),
     };
     let info = classify(&parts, &body);
+    let routed = st.routes.lock().unwrap().get(&info.service).cloned();
+    let upstream = routed.as_deref().unwrap_or(upstream);
 
     // Consult rules: accumulate delays, first matching fail rule wins.
     let mut delay = Duration::ZERO;
