@@ -47,10 +47,87 @@ pub struct Clients {
     pub sdk: aws_config::SdkConfig,
 }
 
+/// Who the credentials belong to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    /// The ARN partition (`aws`, `aws-cn`, `aws-us-gov`, ...).
+    pub partition: String,
+}
+
+/// Configuration loaded and checked, the account not looked up yet.
+pub struct Prepared {
+    sdk: aws_config::SdkConfig,
+    region: String,
+    endpoint_url: Option<String>,
+    sts: aws_sdk_sts::Client,
+}
+
+impl Prepared {
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// One STS call. It fails fast: an unreachable endpoint or refused
+    /// credentials do not get better over the 10 attempts other calls get.
+    pub async fn identity(&self) -> Result<Identity> {
+        let who =
+            self.sts.get_caller_identity().send().await.map_err(|e| {
+                account_lookup_failed(e, self.endpoint_url.as_deref(), &self.region)
+            })?;
+        let account = who
+            .account()
+            .context("sts:GetCallerIdentity returned no account id")?
+            .to_string();
+        // The caller's own ARN names the partition that every ARN the stack
+        // writes must use.
+        let partition = who
+            .arn()
+            .and_then(|arn| arn.split(':').nth(1))
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| partition_of(&self.region).to_string());
+        Ok(Identity { account, partition })
+    }
+
+    /// The clients, for `who` (looked up, or assumed until the lookup answers).
+    pub fn clients(&self, who: &Identity) -> Clients {
+        let sdk = &self.sdk;
+        // Path-style addressing: virtual-host names do not resolve on an
+        // emulator at 127.0.0.1/localhost.
+        let s3_conf = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(self.endpoint_url.is_some() || sdk.endpoint_url().is_some())
+            .build();
+        Clients {
+            region: self.region.clone(),
+            account: who.account.clone(),
+            partition: who.partition.clone(),
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3_conf),
+            iam: aws_sdk_iam::Client::new(sdk),
+            logs: aws_sdk_cloudwatchlogs::Client::new(sdk),
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            lambda: aws_sdk_lambda::Client::new(sdk),
+            apigateway: aws_sdk_apigateway::Client::new(sdk),
+            sns: aws_sdk_sns::Client::new(sdk),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(sdk),
+            dynamodbstreams: aws_sdk_dynamodbstreams::Client::new(sdk),
+            sdk: sdk.clone(),
+        }
+    }
+}
+
 impl Clients {
     /// Loads configuration and resolves the account with one STS call, so a
     /// missing credential or region fails here, before anything is touched.
     pub async fn connect(opts: &ConnectOptions) -> Result<Self> {
+        let prepared = Self::prepare(opts).await?;
+        let who = prepared.identity().await?;
+        Ok(prepared.clients(&who))
+    }
+
+    /// Loads and checks the configuration (endpoint URL, region); no call.
+    pub async fn prepare(opts: &ConnectOptions) -> Result<Prepared> {
         if let Some(url) = &opts.endpoint_url {
             check_endpoint_url(url)?;
         }
@@ -64,50 +141,16 @@ impl Clients {
             None => anyhow!("no AWS region is configured: pass --region or set AWS_REGION (or a region in your AWS profile)"),
         })?;
         check_region(&region)?;
-        // The account lookup fails fast: an unreachable endpoint or refused
-        // credentials do not get better over the 10 attempts other calls get.
         let sts = aws_sdk_sts::Client::from_conf(
             aws_sdk_sts::config::Builder::from(&sdk)
                 .retry_config(RetryConfig::standard().with_max_attempts(3))
                 .build(),
         );
-        let who = sts
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| account_lookup_failed(e, opts.endpoint_url.as_deref(), &region))?;
-        let account = who
-            .account()
-            .context("sts:GetCallerIdentity returned no account id")?
-            .to_string();
-        // The caller's own ARN names the partition (`aws`, `aws-cn`,
-        // `aws-us-gov`, ...) that every ARN the stack writes must use.
-        let partition = who
-            .arn()
-            .and_then(|arn| arn.split(':').nth(1))
-            .filter(|p| !p.is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| partition_of(&region).to_string());
-        // Path-style addressing: virtual-host names do not resolve on an
-        // emulator at 127.0.0.1/localhost.
-        let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(opts.endpoint_url.is_some() || sdk.endpoint_url().is_some())
-            .build();
-        Ok(Self {
-            region,
-            account,
-            partition,
-            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
-            s3: aws_sdk_s3::Client::from_conf(s3_conf),
-            iam: aws_sdk_iam::Client::new(&sdk),
-            logs: aws_sdk_cloudwatchlogs::Client::new(&sdk),
-            ec2: aws_sdk_ec2::Client::new(&sdk),
-            lambda: aws_sdk_lambda::Client::new(&sdk),
-            apigateway: aws_sdk_apigateway::Client::new(&sdk),
-            sns: aws_sdk_sns::Client::new(&sdk),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
-            dynamodbstreams: aws_sdk_dynamodbstreams::Client::new(&sdk),
+        Ok(Prepared {
+            endpoint_url: opts.endpoint_url.clone(),
             sdk,
+            region,
+            sts,
         })
     }
 }

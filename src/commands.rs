@@ -1,6 +1,6 @@
 //! The commands: wiring CLI → clients → engine → output.
 
-use crate::aws::{Clients, ConnectOptions};
+use crate::aws::{partition_of, Clients, ConnectOptions, Identity};
 use crate::cli::{Cli, Command, Output};
 use crate::engine::context::Cx;
 use crate::engine::progress::Progress;
@@ -85,38 +85,92 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     };
     let compute = compute_options(cli, mode)?;
     let prior = state::load(&paths.file)?;
-    let aws = Clients::connect(&ConnectOptions::from(c)).await?;
-    let state = match prior {
-        Some(s) => {
-            s.check_matches(&paths.file, &c.suffix, &aws.region, &aws.account)?;
-            s
-        }
-        None => State::new(&c.suffix, &aws.region, &aws.account),
+    let prepared = Clients::prepare(&ConnectOptions::from(c)).await?;
+    let options = stack::StackOptions {
+        api_key_required: !cli.api.no_api_key,
+        throttle_rate: cli.api.throttle_rate,
+        throttle_burst: cli.api.throttle_burst,
+        alarm_email: cli.api.alarm_email.clone(),
+        ..compute
     };
-    let settings = Settings::new(
-        &c.suffix,
-        &aws,
-        stack::StackOptions {
-            api_key_required: !cli.api.no_api_key,
-            throttle_rate: cli.api.throttle_rate,
-            throttle_burst: cli.api.throttle_burst,
-            alarm_email: cli.api.alarm_email.clone(),
-            ..compute
-        },
-    );
-    if mode == Mode::Down && !c.yes {
-        confirm_down(&settings)?;
-    }
-    let resources = stack::define(&settings);
-    let labels: Vec<(String, &'static str)> = resources
-        .iter()
-        .map(|r| (r.id().to_string(), r.kind()))
-        .collect();
-    let verbose = mode != Mode::Plan && c.output == Output::Text;
-    let progress = Arc::new(Progress::new(&labels, verbose));
     let stop = Arc::new(AtomicBool::new(false));
-    let cx = Cx::new(Arc::new(aws), Arc::new(settings.clone()), progress.clone())
-        .with_stop(stop.clone());
+    let build = |who: &Identity, state: State| {
+        let aws = prepared.clients(who);
+        let settings = Settings::new(&c.suffix, &aws, options.clone());
+        if mode == Mode::Down && !c.yes {
+            confirm_down(&settings)?;
+        }
+        let resources = stack::define(&settings);
+        let labels: Vec<(String, &'static str)> = resources
+            .iter()
+            .map(|r| (r.id().to_string(), r.kind()))
+            .collect();
+        let verbose = mode != Mode::Plan && c.output == Output::Text;
+        let progress = Arc::new(Progress::new(&labels, verbose));
+        let cx = Cx::new(Arc::new(aws), Arc::new(settings.clone()), progress.clone())
+            .with_stop(stop.clone());
+        let engine = Engine::new(
+            resources,
+            state,
+            paths.file.clone(),
+            cx,
+            c.parallel as usize,
+            stop.clone(),
+        )?;
+        anyhow::Ok((settings, progress, engine))
+    };
+    // A recorded stack names its account: its reads go out beside the
+    // account lookup instead of after it, and nothing is changed or
+    // reported until the lookup agrees. (`down` deletes from its first
+    // step, and `--parallel 1` is one call at a time.)
+    let overlap = matches!(mode, Mode::Up | Mode::Plan) && c.parallel > 1;
+    let (settings, progress, engine, reads) = match prior {
+        Some(s) if overlap => {
+            s.check_suffix(&paths.file, &c.suffix)?;
+            s.check_region(&paths.file, prepared.region())?;
+            let assumed = Identity {
+                account: s.account.clone(),
+                partition: partition_of(prepared.region()).to_string(),
+            };
+            let (settings, progress, engine) = build(&assumed, s.clone())?;
+            progress.hold();
+            // The lookup's request goes first; the reads follow at once.
+            let (who, reads) = tokio::join!(prepared.identity(), engine.start_reads(mode));
+            let checked = who.and_then(|who| {
+                s.check_matches(&paths.file, &c.suffix, prepared.region(), &who.account)?;
+                Ok(who)
+            });
+            match checked {
+                Ok(who) if who == assumed => {
+                    progress.release();
+                    (settings, progress, engine, Some(reads))
+                }
+                // A partition the region table does not know: start over.
+                Ok(who) => {
+                    drop(reads);
+                    progress.clear();
+                    let (settings, progress, engine) = build(&who, s)?;
+                    (settings, progress, engine, None)
+                }
+                Err(e) => {
+                    progress.clear();
+                    return Err(e);
+                }
+            }
+        }
+        prior => {
+            let who = prepared.identity().await?;
+            let state = match prior {
+                Some(s) => {
+                    s.check_matches(&paths.file, &c.suffix, prepared.region(), &who.account)?;
+                    s
+                }
+                None => State::new(&c.suffix, prepared.region(), &who.account),
+            };
+            let (settings, progress, engine) = build(&who, state)?;
+            (settings, progress, engine, None)
+        }
+    };
     let watcher = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -135,15 +189,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
             }
         })
     };
-    let engine = Engine::new(
-        resources,
-        state,
-        paths.file.clone(),
-        cx,
-        c.parallel as usize,
-        stop,
-    )?;
-    let report = engine.run(mode).await;
+    let report = engine.run(mode, reads).await;
     watcher.abort();
     if mode == Mode::Plan {
         progress.clear();

@@ -5,8 +5,10 @@ mod support;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::time::Duration;
 use support::cli::{run, Env};
 use support::inventory::{count_tagged, nothing, one_stack};
+use support::proxy::{Matcher, Rule};
 
 const SUFFIX: &str = "t1";
 const TABLE: &str = "webhook-events-t1";
@@ -455,6 +457,61 @@ fn noop_up_makes_no_mutating_call_and_status_is_clean() {
     let plan = env.run(&["plan"]);
     assert_eq!(plan.code, 0, "{plan:?}");
     assert!(env.proxy.mutating_calls().is_empty());
+
+    // The state file names the account: the reads go out beside the account
+    // lookup, not after it.
+    env.proxy.add_rule(Rule::latency(
+        Matcher::service("sts"),
+        Duration::from_millis(1000),
+    ));
+    for command in ["status", "up"] {
+        env.proxy.clear();
+        let out = env.run(&[command]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let timeline = env.proxy.timeline();
+        let sts = timeline
+            .iter()
+            .find(|t| t.call.service == "sts")
+            .expect("an account lookup");
+        let beside = timeline
+            .iter()
+            .filter(|t| t.call.service != "sts" && t.start < sts.end)
+            .count();
+        assert!(
+            beside >= ALL,
+            "{command}: only {beside} of {} reads went out before the account lookup answered",
+            timeline.len() - 1
+        );
+        assert!(env.proxy.mutating_calls().is_empty());
+    }
+    // When the lookup fails, what was read is dropped: one sentence, no
+    // progress lines, nothing changed.
+    env.proxy.clear_rules();
+    env.proxy.add_rule(Rule::fail(
+        "sts:GetCallerIdentity",
+        10,
+        403,
+        "ExpiredToken",
+        "The security token included in the request is expired",
+    ));
+    env.proxy.clear();
+    let expired = env.run(&["up"]);
+    env.proxy.clear_rules();
+    assert_eq!(expired.code, 1, "{expired:?}");
+    assert!(
+        expired
+            .stderr
+            .contains("AWS refused the credentials (sts:GetCallerIdentity: ExpiredToken"),
+        "{expired:?}"
+    );
+    assert_eq!(expired.stderr.trim().lines().count(), 1, "{expired:?}");
+    assert!(expired.stdout.is_empty(), "{expired:?}");
+    assert!(env.proxy.mutating_calls().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(env.state_file()).unwrap(),
+        serial_before,
+        "a refused run rewrote state"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -912,6 +969,23 @@ fn bad_input_is_refused_with_a_precise_message_and_no_mutation() {
         secrets.stderr.contains("account 999999999999") && secrets.stdout.is_empty(),
         "{secrets:?}"
     );
+    // up and status read beside the account lookup; another account's
+    // state file is still refused before anything changes or is reported.
+    for command in ["up", "status", "down"] {
+        env.proxy.clear();
+        let out = env.run(&[command, "--yes"][..if command == "down" { 2 } else { 1 }]);
+        assert_eq!(out.code, 1, "{command}: {out:?}");
+        assert!(
+            out.stderr.contains("was written for account 999999999999 but the credentials are for account 123456789012"),
+            "{command}: {out:?}"
+        );
+        assert!(out.stdout.is_empty(), "{command}: {out:?}");
+        assert!(env.proxy.mutating_calls().is_empty(), "{command}");
+        assert_eq!(
+            std::fs::read_to_string(&state).unwrap(),
+            elsewhere.to_string()
+        );
+    }
     std::fs::remove_file(&state).unwrap();
 
     // A second run while the stack is locked.

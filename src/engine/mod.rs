@@ -34,6 +34,22 @@ pub enum Mode {
     Down,
 }
 
+/// The opening round of reads, started ahead of the walk (possibly before
+/// the account lookup has answered); dropped unused, it stops them.
+pub struct Reads {
+    started: Instant,
+    started_at: std::time::SystemTime,
+    handles: BTreeMap<String, JoinHandle<Option<Ahead>>>,
+}
+
+impl Drop for Reads {
+    fn drop(&mut self) {
+        for h in self.handles.values() {
+            h.abort();
+        }
+    }
+}
+
 /// What happened (or would happen) to one resource.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -217,9 +233,31 @@ impl Engine {
         lock(&self.state).clone()
     }
 
-    pub async fn run(&self, mode: Mode) -> Report {
+    /// Starts the reads that open an `up`, `plan` or `status` (none for
+    /// `down`). With `--parallel 1` they are done one by one before this
+    /// returns; otherwise they run in the background.
+    pub async fn start_reads(&self, mode: Mode) -> Reads {
         let started = Instant::now();
         let started_at = std::time::SystemTime::now();
+        let handles = match mode {
+            Mode::Up | Mode::Plan => self.read_ahead(started).await,
+            Mode::Down => BTreeMap::new(),
+        };
+        Reads {
+            started,
+            started_at,
+            handles,
+        }
+    }
+
+    /// The whole run: `reads` if they were started already, else they are
+    /// started now.
+    pub async fn run(&self, mode: Mode, reads: Option<Reads>) -> Report {
+        let mut reads = match reads {
+            Some(r) => r,
+            None => self.start_reads(mode).await,
+        };
+        let (started, started_at) = (reads.started, reads.started_at);
         let entries: Arc<Mutex<BTreeMap<String, Entry>>> = Arc::default();
         let by_id: BTreeMap<String, Arc<dyn Resource>> = self
             .resources
@@ -248,10 +286,7 @@ impl Engine {
         // saw what its dependencies then publish, and none of whose
         // dependencies changed anything, is not read again when the walk
         // reaches it. A run with nothing to change is then one round of reads.
-        let ahead = Mutex::new(match mode {
-            Mode::Up | Mode::Plan => self.read_ahead(started).await,
-            Mode::Down => BTreeMap::new(),
-        });
+        let ahead = Mutex::new(std::mem::take(&mut reads.handles));
         let changed: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let created: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let outcomes = graph::run(&nodes, self.parallel, self.stop.clone(), |id| {

@@ -4,11 +4,15 @@
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct Progress {
     start: Instant,
     mode: Mode,
+    /// Work that may yet be called off (reads started before the account
+    /// lookup answered) says nothing.
+    held: AtomicBool,
 }
 
 enum Mode {
@@ -52,10 +56,26 @@ impl Progress {
         } else {
             Mode::Quiet
         };
-        Self { start, mode }
+        Self {
+            start,
+            mode,
+            held: AtomicBool::new(false),
+        }
+    }
+
+    /// Until `release`, `set` shows nothing.
+    pub fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    pub fn release(&self) {
+        self.held.store(false, Ordering::SeqCst);
     }
 
     pub fn set(&self, id: &str, msg: String) {
+        if self.held.load(Ordering::SeqCst) {
+            return;
+        }
         match &self.mode {
             Mode::Bars { bars, .. } => {
                 if let Some(b) = bars.get(id) {

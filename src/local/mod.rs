@@ -232,7 +232,7 @@ pub async fn local(cli: &Cli, opts: stack::StackOptions, port: u16) -> Result<u8
         2,
         stop.clone(),
     )?;
-    let report = engine.run(Mode::Up).await;
+    let report = engine.run(Mode::Up, None).await;
     if let Some(e) = report.errors().first() {
         bail!(
             "cannot prepare {} ({}): {}",

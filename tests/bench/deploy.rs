@@ -599,7 +599,7 @@ fn main() {
         serial_measured / bound_measured
     );
     println!(
-        "no-op read chains (latency model, from the --parallel 1 no-op): slowest {slowest_read_model:.2} s; no-op up wall = {:.2} × that; the account lookup before it took {noop_sts:.2} s",
+        "no-op read chains (latency model, from the --parallel 1 no-op): slowest {slowest_read_model:.2} s; no-op up wall = {:.2} × that; the account lookup (beside the reads) took {noop_sts:.2} s",
         noop.wall / slowest_read_model.max(f64::EPSILON)
     );
     let multi: Vec<String> = rounds
