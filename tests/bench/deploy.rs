@@ -347,10 +347,17 @@ fn env_with_latency(suffix: &str, model: &Model, emulators: Emulators) -> Bench 
 }
 
 /// Fresh ups on a torn-down stack, each followed by a `down`, numbered from
-/// `from`: their walls.
+/// `from`: their walls. `down` leaves a state file without resources; it
+/// goes first, so that each up is a new stack's (the account lookup before
+/// the reads, as the bound has it), not an up over a recorded account.
 fn fresh_ups(env: &Env, model: &Model, tag: &str, from: usize, to: usize) -> Vec<f64> {
     (from..to)
         .map(|i| {
+            match std::fs::remove_file(env.state_file()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("cannot remove {}: {e}", env.state_file().display()),
+            }
             let wall = measure(&format!("up{tag}{i}"), env, model, &["up"], &[0]).wall;
             measure(
                 &format!("down{tag}{i}"),
