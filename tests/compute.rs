@@ -715,6 +715,40 @@ async fn drift_is_named_by_status_and_repaired_by_up() {
         .unwrap();
     assert_eq!(m.state(), Some("Enabled"));
     assert_eq!(m.maximum_batching_window_in_seconds(), Some(0));
+
+    // The table deleted out of band: up makes a new one, and the recorded
+    // mapping, left on the old table's stream, is replaced, not orphaned.
+    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    ddb.delete_table().table_name(TABLE).send().await.unwrap();
+    env.up(&[]);
+    let stream = ddb
+        .describe_table()
+        .table_name(TABLE)
+        .send()
+        .await
+        .unwrap()
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .unwrap()
+        .to_string();
+    let maps = lambda
+        .list_event_source_mappings()
+        .function_name(FUNCTIONS[1].0)
+        .send()
+        .await
+        .unwrap();
+    let sources: Vec<_> = maps
+        .event_source_mappings()
+        .iter()
+        .map(|m| m.event_source_arn().unwrap_or_default())
+        .collect();
+    assert_eq!(sources, [stream.as_str()], "{maps:?}");
+    assert!(lambda
+        .get_event_source_mapping()
+        .uuid(&uuid)
+        .send()
+        .await
+        .is_err());
 }
 
 /// The VPC's DNS settings and the route table's associations are resources

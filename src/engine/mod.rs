@@ -299,7 +299,16 @@ impl Engine {
             let created = created.clone();
             // The dependencies are done: whether any of them changed is known.
             let handle = lock(&ahead).remove(&id);
-            let container_is_new = res.inside().is_some_and(|c| lock(&created).contains(c));
+            // Unless the state file records it: what it records may have
+            // outlived its container (a mapping on a deleted table's stream)
+            // and is read, to be replaced rather than forgotten.
+            let recorded = lock(&self.state)
+                .resources
+                .get(&id)
+                .and_then(Record::confirmed)
+                .is_some();
+            let container_is_new =
+                !recorded && res.inside().is_some_and(|c| lock(&created).contains(c));
             let deps_unchanged = {
                 let changed = lock(&changed);
                 self.ancestors

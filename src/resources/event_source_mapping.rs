@@ -242,9 +242,8 @@ impl Resource for StreamMapping {
         "event-source-mapping"
     }
     fn inside(&self) -> Option<&str> {
-        // A new table's stream is new: nothing maps it yet. A mapping left
-        // on a deleted table's stream is left alone then, as it is whenever
-        // the current stream has a mapping of its own.
+        // A new table's stream is new: nothing maps it yet. A recorded
+        // mapping (on a deleted table's stream) is still read and replaced.
         Some(ids::TABLE)
     }
     fn depends_on(&self) -> Vec<String> {
