@@ -191,7 +191,9 @@ async fn handle_object(
         let dest = util::dated_key(layout::DEAD_LETTER_PREFIX, failed_at, &ev.event_id);
         // Status first: an event that was processed is not dead-lettered.
         // `failed` stays claimable, so a retried notification writes the
-        // object it may have missed, without counting the event again.
+        // object it may have missed. The event counts once its object is
+        // written (`deadLetteredAt`), so a delivery that claimed it but
+        // failed before the write leaves it to be counted by the next one.
         let claim = mark_failed(cfg, ddb, &ev.event_id, &dest, now).await?;
         if claim == Claim::Processed {
             tracing::info!(event_id = %ev.event_id, "in a failure record but processed: not dead-lettered");
@@ -204,6 +206,7 @@ async fn handle_object(
             tracing::info!(event_id = %ev.event_id, dest = %dest, "dead-letter object written again");
             summary.written_again += 1;
         } else {
+            mark_written(cfg, ddb, &ev.event_id, now).await?;
             tracing::warn!(event_id = %ev.event_id, dest = %dest, "event dead-lettered");
             summary.dead_lettered += 1;
         }
@@ -250,9 +253,10 @@ async fn put(
 /// What marking an event `failed` found.
 #[derive(Debug, PartialEq, Eq)]
 enum Claim {
-    /// It was `received` (or its item is gone): dead-letter it.
+    /// It was `received`, or `failed` by a delivery that did not get to
+    /// write its object (or its item is gone): dead-letter and count it.
     First,
-    /// An earlier delivery marked it `failed` already.
+    /// An earlier delivery wrote its object already.
     Again,
     /// It was processed after all: nothing to dead-letter.
     Processed,
@@ -290,10 +294,12 @@ async fn mark_failed(
             .cloned()
     };
     match result {
-        Ok(out) => Ok(match status(out.attributes()).as_deref() {
-            Some("failed") => Claim::Again,
-            _ => Claim::First,
-        }),
+        Ok(out) => Ok(
+            match out.attributes().filter(|i| i.contains_key(WRITTEN_AT)) {
+                Some(_) => Claim::Again,
+                None => Claim::First,
+            },
+        ),
         Err(e) => match e.as_service_error() {
             Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
                 Ok(match status(c.item()).as_deref() {
@@ -306,6 +312,44 @@ async fn mark_failed(
                 aws_sdk_dynamodb::error::DisplayErrorContext(&e)
             )),
         },
+    }
+}
+
+/// Set on an event's item once its dead-letter object is written.
+const WRITTEN_AT: &str = "deadLetteredAt";
+
+/// Records that the event's dead-letter object is written. An item that is
+/// gone (expired) is not re-created.
+async fn mark_written(
+    cfg: &DeadLetterConfig,
+    ddb: &aws_sdk_dynamodb::Client,
+    event_id: &str,
+    now: i64,
+) -> Result<(), String> {
+    let result = ddb
+        .update_item()
+        .table_name(&cfg.table_name)
+        .key("eventId", AttributeValue::S(event_id.to_owned()))
+        .update_expression("SET #w = :now")
+        .condition_expression("attribute_exists(eventId)")
+        .expression_attribute_names("#w", WRITTEN_AT)
+        .expression_attribute_values(":now", AttributeValue::S(util::rfc3339(now)))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.as_service_error(),
+                Some(UpdateItemError::ConditionalCheckFailedException(_))
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "written mark: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+        )),
     }
 }
 

@@ -628,7 +628,8 @@ async fn dead_letter_handler_writes_per_event_objects_and_keeps_unparsed() {
     // GetItem.
     let used = targets.0.lock().unwrap().clone();
     assert!(used.iter().all(|t| t == "UpdateItem"), "{used:?}");
-    assert_eq!(used.len(), 3, "{used:?}");
+    // Three claims, and a written mark for each of the two dead-lettered.
+    assert_eq!(used.len(), 5, "{used:?}");
     assert_eq!(
         summary,
         dead_letter::Summary {
@@ -663,6 +664,7 @@ async fn dead_letter_handler_writes_per_event_objects_and_keeps_unparsed() {
         assert_eq!(doc["failureRecordKey"], good_key);
         assert_eq!(item["status"].as_s().unwrap(), "failed");
         assert_eq!(item["deadLetterKey"].as_s().unwrap(), &key);
+        assert!(item.contains_key("deadLetteredAt"), "{item:?}");
     }
     let unparsed = format!("{}{bad_key}", layout::UNPARSED_PREFIX);
     assert_eq!(
@@ -678,6 +680,28 @@ async fn dead_letter_handler_writes_per_event_objects_and_keeps_unparsed() {
     assert_eq!((again.dead_lettered, again.written_again), (0, 2));
     assert_eq!(again.already_processed, 1);
     assert_eq!(env.keys("dead-letters/2026/").await.len(), 2);
+
+    // A delivery that claimed an event but stopped before writing its
+    // object (the write failed, the function timed out) leaves it `failed`
+    // without the written mark: the next delivery writes it and counts it,
+    // so the alarm still hears of it.
+    env.ddb
+        .update_item()
+        .table_name(TABLE)
+        .key("eventId", AttributeValue::S("evt_x".into()))
+        .update_expression("REMOVE deadLetteredAt")
+        .send()
+        .await
+        .unwrap();
+    let retried = dead_letter::handle(&cfg, &env.ddb, &env.s3, &event, NOW + 95_000)
+        .await
+        .unwrap();
+    assert_eq!((retried.dead_lettered, retried.written_again), (1, 1));
+    assert!(env
+        .item("evt_x")
+        .await
+        .unwrap()
+        .contains_key("deadLetteredAt"));
 
     // EMF line shape.
     let line = dead_letter::metric_line(&cfg, &summary, NOW);
