@@ -237,8 +237,24 @@ async fn throttling_and_server_errors_do_not_change_the_result() {
     );
     let status = env.run(&["status"]);
     assert_eq!(status.code, 0, "{status:?}");
+    // What AWS answers while the table is still busy, e.g. being deleted by
+    // a run interrupted during its wait: down looks at the table and waits.
+    env.proxy.add_rule(Rule::fail(
+        "dynamodb:DeleteTable",
+        1,
+        400,
+        "ResourceInUseException",
+        "Attempt to change a resource which is still in use: Table is being updated",
+    ));
     let down = env.run(&["down", "--yes"]);
     assert_eq!(down.code, 0, "{down:?}");
+    assert!(
+        env.proxy
+            .injected_calls()
+            .iter()
+            .any(|c| c.operation == "DeleteTable" && c.status == 400),
+        "DeleteTable was never answered ResourceInUseException"
+    );
     assert_eq!(count_tagged(&conf, SUFFIX).await, nothing());
     eprintln!(
         "faults injected over up, no-op up, status and down: {}",

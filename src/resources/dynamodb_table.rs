@@ -212,10 +212,37 @@ impl Resource for EventsTable {
     async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
         let db = &cx.aws.dynamodb;
         let name = cx.stack.table_name();
-        match db.delete_table().table_name(&name).send().await {
-            Ok(_) => {}
-            Err(e) if is_code(&e, &["ResourceNotFoundException"]) => return Ok(false),
-            Err(e) => return Err(e).context("dynamodb:DeleteTable failed"),
+        let mut waited_for_active = false;
+        loop {
+            match db.delete_table().table_name(&name).send().await {
+                Ok(_) => break,
+                Err(e) if is_code(&e, &["ResourceNotFoundException"]) => return Ok(false),
+                // Being deleted already (a run interrupted while it waited),
+                // or busy being created or updated: wait for what it does.
+                Err(e) if is_code(&e, &["ResourceInUseException"]) => {
+                    let status = match db.describe_table().table_name(&name).send().await {
+                        Ok(d) => d.table().and_then(|t| t.table_status().cloned()),
+                        Err(e) if is_code(&e, &["ResourceNotFoundException"]) => return Ok(false),
+                        Err(e) => return Err(e).context("dynamodb:DescribeTable failed"),
+                    };
+                    if status == Some(TableStatus::Deleting) {
+                        break;
+                    }
+                    if waited_for_active {
+                        return Err(e).context("dynamodb:DeleteTable failed");
+                    }
+                    cx.say("waiting for the table to become ACTIVE before deleting it");
+                    let wait = db
+                        .wait_until_table_exists()
+                        .table_name(&name)
+                        .wait(Duration::from_secs(600));
+                    cx.unless_stopped("waiting for the table to become ACTIVE", wait)
+                        .await?
+                        .context("the table did not become ACTIVE within 10 minutes")?;
+                    waited_for_active = true;
+                }
+                Err(e) => return Err(e).context("dynamodb:DeleteTable failed"),
+            }
         }
         cx.say("waiting for the table to be deleted");
         let wait = db
