@@ -756,6 +756,35 @@ async fn redeploys_exactly_once_per_definition_change_and_never_on_a_noop() {
     let all = &stage.method_settings().unwrap()["*/*"];
     assert!(!all.data_trace_enabled(), "{stage:?}");
     assert_eq!(run(&env, &["status"]).code, 0);
+
+    // The same through the method's own settings.
+    gw.update_stage()
+        .rest_api_id(&api)
+        .stage_name("prod")
+        .patch_operations(
+            aws_sdk_apigateway::types::PatchOperation::builder()
+                .op(aws_sdk_apigateway::types::Op::Replace)
+                .path("/webhook/POST/logging/dataTrace")
+                .value("true")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = run(&env, &["status"]);
+    assert_eq!(status.code, 2, "{status:?}");
+    assert!(status.stdout.contains("method_data_trace"), "{status:?}");
+    up(&env, &[]);
+    let stage = gw
+        .get_stage()
+        .rest_api_id(&api)
+        .stage_name("prod")
+        .send()
+        .await
+        .unwrap();
+    let method = &stage.method_settings().unwrap()["webhook/POST"];
+    assert!(!method.data_trace_enabled(), "{stage:?}");
+    assert_eq!(run(&env, &["status"]).code, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,7 +5,7 @@
 //! `stageName` (that would create or overwrite a stage beside the managed one).
 
 use crate::engine::context::Cx;
-use crate::engine::resource::{check, Live, Record, Resource};
+use crate::engine::resource::{check, Drift, Live, Record, Resource};
 use crate::resources::rest_api::{
     api_id, api_id_for_delete, patch, tag_map, Definition, NOT_FOUND, THROTTLED, THROTTLE_WAIT,
 };
@@ -22,6 +22,8 @@ pub const DESCRIPTION_PREFIX: &str = "webhook-deploy definition ";
 
 /// Method settings for every resource and method of the stage.
 const ALL_METHODS: &str = "*/*";
+/// Drift: methods whose own settings log full requests and responses.
+const METHOD_DATA_TRACE: &str = "method_data_trace";
 
 /// (id, description) of every deployment of the API (none when the API is gone).
 async fn deployments(cx: &Cx, api: &str) -> Result<Vec<(String, String)>> {
@@ -353,6 +355,23 @@ impl Resource for ApiStage {
             &Some(false),
             &all.map(|m| m.data_trace_enabled()),
         );
+        // A method's own settings (`webhook/POST`) can turn it back on for
+        // that method alone.
+        let mut traced: Vec<&str> = s
+            .method_settings()
+            .into_iter()
+            .flatten()
+            .filter(|(k, m)| k.as_str() != ALL_METHODS && m.data_trace_enabled())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        traced.sort_unstable();
+        if !traced.is_empty() {
+            d.push(Drift::new(
+                METHOD_DATA_TRACE,
+                "off for every method",
+                traced.join(" "),
+            ));
+        }
         d.extend(tags_drift(&self.tags(cx), &tag_map(s.tags())));
         Ok(Some(live))
     }
@@ -400,6 +419,11 @@ impl Resource for ApiStage {
                 | "throttling_burst_limit"
                 | "metrics_enabled"
                 | "data_trace_enabled" => settings = true,
+                METHOD_DATA_TRACE => {
+                    ops.extend(d.have.split_whitespace().map(|key| {
+                        patch(Op::Replace, &format!("/{key}/logging/dataTrace"), "false")
+                    }))
+                }
                 "tags" => {
                     cx.aws
                         .apigateway
