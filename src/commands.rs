@@ -58,7 +58,7 @@ async fn termination() -> Option<&'static str> {
     }
 }
 
-fn command_name(cmd: &Command) -> &'static str {
+pub fn command_name(cmd: &Command) -> &'static str {
     match cmd {
         Command::Up => "up",
         Command::Plan => "plan",

@@ -50,10 +50,34 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let name = commands::command_name(&cli.command);
+    // Commands whose answer on stdout is one JSON document give one on
+    // failure too, so a script reading stdout always has something to parse
+    // (`send` reports its own failures in its document).
+    let json_error = cli.common.output == cli::Output::Json
+        && matches!(
+            cli.command,
+            cli::Command::Up
+                | cli::Command::Plan
+                | cli::Command::Status
+                | cli::Command::Down
+                | cli::Command::Outputs { .. }
+                | cli::Command::Lambdas
+        );
+    let suffix = cli.common.suffix.clone();
     match rt.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", aws::describe_error(&e));
+            let message = aws::describe_error(&e);
+            eprintln!("error: {message}");
+            if json_error {
+                let doc = serde_json::json!({
+                    "command": name,
+                    "stack": suffix,
+                    "error": message,
+                });
+                println!("{doc:#}");
+            }
             ExitCode::from(1)
         }
     }

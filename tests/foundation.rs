@@ -939,6 +939,22 @@ fn bad_input_is_refused_with_a_precise_message_and_no_mutation() {
     let region = env.run(&["up"]);
     assert_eq!(region.code, 1, "{region:?}");
     assert!(region.stderr.contains("region eu-west-1"), "{region:?}");
+    // With --output json, stdout still has one document to parse.
+    for command in ["up", "status"] {
+        let json = env.run(&[command, "--output", "json"]);
+        assert_eq!(json.code, 1, "{json:?}");
+        let doc: Value = serde_json::from_str(&json.stdout)
+            .unwrap_or_else(|e| panic!("{command}: no JSON on stdout ({e}): {json:?}"));
+        assert_eq!(doc["command"], command, "{doc}");
+        assert_eq!(doc["stack"], SUFFIX, "{doc}");
+        assert!(
+            doc["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("region eu-west-1"),
+            "{doc}"
+        );
+    }
     let outputs = env.run(&["outputs", "--region", "us-east-1"]);
     assert_eq!(outputs.code, 1, "{outputs:?}");
     assert!(outputs.stderr.contains("region eu-west-1"), "{outputs:?}");
