@@ -202,13 +202,15 @@ async fn handle_object(
         }
         let doc = dead_letter_document(ev, &parsed.metadata, key);
         put(s3, &cfg.bucket_name, &dest, doc.to_string().into_bytes()).await?;
-        if claim == Claim::Again {
-            tracing::info!(event_id = %ev.event_id, dest = %dest, "dead-letter object written again");
-            summary.written_again += 1;
-        } else {
-            mark_written(cfg, ddb, &ev.event_id, now).await?;
+        // Of two deliveries of one record at once, only one sets the mark
+        // and counts the event.
+        let first = claim == Claim::First && mark_written(cfg, ddb, &ev.event_id, now).await?;
+        if first {
             tracing::warn!(event_id = %ev.event_id, dest = %dest, "event dead-lettered");
             summary.dead_lettered += 1;
+        } else {
+            tracing::info!(event_id = %ev.event_id, dest = %dest, "dead-letter object written again");
+            summary.written_again += 1;
         }
     }
     Ok(())
@@ -318,38 +320,38 @@ async fn mark_failed(
 /// Set on an event's item once its dead-letter object is written.
 const WRITTEN_AT: &str = "deadLetteredAt";
 
-/// Records that the event's dead-letter object is written. An item that is
-/// gone (expired) is not re-created.
+/// Records that the event's dead-letter object is written; true when this
+/// call set the mark (the event counts now), false when another delivery
+/// had. An item that is gone (expired) is not re-created, and its event
+/// counts.
 async fn mark_written(
     cfg: &DeadLetterConfig,
     ddb: &aws_sdk_dynamodb::Client,
     event_id: &str,
     now: i64,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let result = ddb
         .update_item()
         .table_name(&cfg.table_name)
         .key("eventId", AttributeValue::S(event_id.to_owned()))
         .update_expression("SET #w = :now")
-        .condition_expression("attribute_exists(eventId)")
+        .condition_expression("attribute_exists(eventId) AND attribute_not_exists(#w)")
         .expression_attribute_names("#w", WRITTEN_AT)
         .expression_attribute_values(":now", AttributeValue::S(util::rfc3339(now)))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         .send()
         .await;
     match result {
-        Ok(_) => Ok(()),
-        Err(e)
-            if matches!(
-                e.as_service_error(),
-                Some(UpdateItemError::ConditionalCheckFailedException(_))
-            ) =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(format!(
-            "written mark: {}",
-            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-        )),
+        Ok(_) => Ok(true),
+        Err(e) => match e.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                Ok(c.item().is_none_or(|i| !i.contains_key(WRITTEN_AT)))
+            }
+            _ => Err(format!(
+                "written mark: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            )),
+        },
     }
 }
 

@@ -703,6 +703,26 @@ async fn dead_letter_handler_writes_per_event_objects_and_keeps_unparsed() {
         .unwrap()
         .contains_key("deadLetteredAt"));
 
+    // The same record delivered twice at once: each event counts once
+    // across both deliveries, however their calls interleave.
+    for id in ["evt_x", "evt_y"] {
+        env.ddb
+            .update_item()
+            .table_name(TABLE)
+            .key("eventId", AttributeValue::S(id.into()))
+            .update_expression("REMOVE deadLetteredAt")
+            .send()
+            .await
+            .unwrap();
+    }
+    let (a, b) = tokio::join!(
+        dead_letter::handle(&cfg, &env.ddb, &env.s3, &event, NOW + 96_000),
+        dead_letter::handle(&cfg, &env.ddb, &env.s3, &event, NOW + 96_000)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.dead_lettered + b.dead_lettered, 2, "{a:?} {b:?}");
+    assert_eq!(a.written_again + b.written_again, 2, "{a:?} {b:?}");
+
     // EMF line shape.
     let line = dead_letter::metric_line(&cfg, &summary, NOW);
     assert_eq!(line["DeadLetterEvents"], 3);
