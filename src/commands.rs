@@ -94,7 +94,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         ..compute
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let build = |who: &Identity, state: State| {
+    let build = |who: &Identity, state: State, held: bool| {
         let aws = prepared.clients(who);
         let settings = Settings::new(&c.suffix, &aws, options.clone());
         if mode == Mode::Down && !c.yes {
@@ -106,7 +106,11 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
             .map(|r| (r.id().to_string(), r.kind()))
             .collect();
         let verbose = mode != Mode::Plan && c.output == Output::Text;
-        let progress = Arc::new(Progress::new(&labels, verbose));
+        let progress = Arc::new(if held {
+            Progress::held(&labels, verbose)
+        } else {
+            Progress::new(&labels, verbose)
+        });
         let cx = Cx::new(Arc::new(aws), Arc::new(settings.clone()), progress.clone())
             .with_stop(stop.clone());
         let engine = Engine::new(
@@ -132,8 +136,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
                 account: s.account.clone(),
                 partition: partition_of(prepared.region()).to_string(),
             };
-            let (settings, progress, engine) = build(&assumed, s.clone())?;
-            progress.hold();
+            let (settings, progress, engine) = build(&assumed, s.clone(), true)?;
             // The lookup's request goes first; the reads follow at once.
             let (who, reads) = tokio::join!(prepared.identity(), engine.start_reads(mode));
             let checked = who.and_then(|who| {
@@ -149,7 +152,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
                 Ok(who) => {
                     drop(reads);
                     progress.clear();
-                    let (settings, progress, engine) = build(&who, s)?;
+                    let (settings, progress, engine) = build(&who, s, false)?;
                     (settings, progress, engine, None)
                 }
                 Err(e) => {
@@ -159,6 +162,11 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
             }
         }
         prior => {
+            // What the file says of itself is checked before any call.
+            if let Some(s) = &prior {
+                s.check_suffix(&paths.file, &c.suffix)?;
+                s.check_region(&paths.file, prepared.region())?;
+            }
             let who = prepared.identity().await?;
             let state = match prior {
                 Some(s) => {
@@ -167,7 +175,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
                 }
                 None => State::new(&c.suffix, prepared.region(), &who.account),
             };
-            let (settings, progress, engine) = build(&who, state)?;
+            let (settings, progress, engine) = build(&who, state, false)?;
             (settings, progress, engine, None)
         }
     };

@@ -996,6 +996,7 @@ fn bad_input_is_refused_with_a_precise_message_and_no_mutation() {
             "{command}: {out:?}"
         );
         assert!(out.stdout.is_empty(), "{command}: {out:?}");
+        assert_eq!(out.stderr.trim().lines().count(), 1, "{command}: {out:?}");
         assert!(env.proxy.mutating_calls().is_empty(), "{command}");
         assert_eq!(
             std::fs::read_to_string(&state).unwrap(),

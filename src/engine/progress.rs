@@ -11,13 +11,13 @@ pub struct Progress {
     start: Instant,
     mode: Mode,
     /// Work that may yet be called off (reads started before the account
-    /// lookup answered) says nothing.
+    /// lookup answered) says nothing, and no live line is drawn.
     held: AtomicBool,
 }
 
 enum Mode {
     Bars {
-        _multi: MultiProgress,
+        multi: MultiProgress,
         bars: HashMap<String, ProgressBar>,
     },
     Plain,
@@ -28,9 +28,22 @@ impl Progress {
     /// `ids` in display order; `verbose` asks for plain lines when stderr is
     /// not a terminal (mutating commands want a log, read-only ones do not).
     pub fn new(ids: &[(String, &'static str)], verbose: bool) -> Self {
+        Self::with(ids, verbose, false)
+    }
+
+    /// Like `new`, held from the start (see `hold`).
+    pub fn held(ids: &[(String, &'static str)], verbose: bool) -> Self {
+        Self::with(ids, verbose, true)
+    }
+
+    fn with(ids: &[(String, &'static str)], verbose: bool, held: bool) -> Self {
         let start = Instant::now();
         let mode = if std::io::stderr().is_terminal() {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            let multi = MultiProgress::with_draw_target(if held {
+                ProgressDrawTarget::hidden()
+            } else {
+                ProgressDrawTarget::stderr_with_hz(10)
+            });
             let style = ProgressStyle::with_template(
                 "{spinner:.cyan} {prefix:<22.bold} {msg} {elapsed:.dim}",
             )
@@ -47,10 +60,7 @@ impl Progress {
                     (id.clone(), bar)
                 })
                 .collect();
-            Mode::Bars {
-                _multi: multi,
-                bars,
-            }
+            Mode::Bars { multi, bars }
         } else if verbose {
             Mode::Plain
         } else {
@@ -59,17 +69,16 @@ impl Progress {
         Self {
             start,
             mode,
-            held: AtomicBool::new(false),
+            held: AtomicBool::new(held),
         }
     }
 
-    /// Until `release`, `set` shows nothing.
-    pub fn hold(&self) {
-        self.held.store(true, Ordering::SeqCst);
-    }
-
+    /// Shows what comes after being `held`.
     pub fn release(&self) {
         self.held.store(false, Ordering::SeqCst);
+        if let Mode::Bars { multi, .. } = &self.mode {
+            multi.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        }
     }
 
     pub fn set(&self, id: &str, msg: String) {
