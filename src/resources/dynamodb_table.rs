@@ -217,8 +217,9 @@ impl Resource for EventsTable {
             match db.delete_table().table_name(&name).send().await {
                 Ok(_) => break,
                 Err(e) if is_code(&e, &["ResourceNotFoundException"]) => return Ok(false),
-                // Being deleted already (a run interrupted while it waited),
-                // or busy being created or updated: wait for what it does.
+                // Still being created or updated (a run interrupted while it
+                // waited): wait until it is ACTIVE, then delete it. (AWS
+                // answers a table already DELETING without an error.)
                 Err(e) if is_code(&e, &["ResourceInUseException"]) => {
                     let status = match db.describe_table().table_name(&name).send().await {
                         Ok(d) => d.table().and_then(|t| t.table_status().cloned()),
