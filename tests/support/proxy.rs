@@ -279,6 +279,17 @@ struct State {
     rules: Mutex<Vec<Rule>>,
     /// Service name -> upstream authority, for services not served by the default upstream.
     routes: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Requests received and not yet answered (or dropped).
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request as in flight until dropped.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 pub struct Proxy {
@@ -432,6 +443,24 @@ impl Proxy {
             .insert(service.to_string(), authority.to_string());
     }
 
+    /// Waits until no request is in flight (a killed client's requests
+    /// still held by a delay rule have been forwarded and answered).
+    pub fn wait_idle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self
+            .state
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "requests still in flight at the proxy after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Remove all rules.
     pub fn clear_rules(&self) {
         self.state.rules.lock().unwrap().clear();
@@ -453,6 +482,9 @@ async fn handle(
     client: &Client<HttpConnector, Full<Bytes>>,
     upstream: &str,
 ) -> Response<Full<Bytes>> {
+    st.in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _in_flight = InFlight(&st.in_flight);
     let start = Instant::now();
     let (mut parts, body) = req.into_parts();
     let body = match body.collect().await {
