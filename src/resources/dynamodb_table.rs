@@ -121,14 +121,7 @@ impl Resource for EventsTable {
             .table_description()
             .context("dynamodb:CreateTable returned no table description")?;
         if t.table_status() != Some(&TableStatus::Active) {
-            cx.say("waiting for the table to become ACTIVE");
-            let wait = db
-                .wait_until_table_exists()
-                .table_name(&name)
-                .wait(Duration::from_secs(600));
-            cx.unless_stopped("waiting for the table to become ACTIVE", wait)
-                .await?
-                .context("the table did not become ACTIVE within 10 minutes")?;
+            wait_active(cx, "waiting for the table to become ACTIVE").await?;
         }
         // Independent settings: both at once.
         tokio::try_join!(self.enable_pitr(cx), self.enable_ttl(cx))?;
@@ -191,14 +184,7 @@ impl Resource for EventsTable {
                 .send()
                 .await
                 .context("dynamodb:UpdateTable failed")?;
-            cx.say("waiting for the table update to finish");
-            let wait = db
-                .wait_until_table_exists()
-                .table_name(&name)
-                .wait(Duration::from_secs(600));
-            cx.unless_stopped("waiting for the table update to finish", wait)
-                .await?
-                .context("the table did not become ACTIVE within 10 minutes")?;
+            wait_active(cx, "waiting for the table update to finish").await?;
         }
         let mut after = self
             .read_as(cx, true)
@@ -232,14 +218,11 @@ impl Resource for EventsTable {
                     if waited_for_active {
                         return Err(e).context("dynamodb:DeleteTable failed");
                     }
-                    cx.say("waiting for the table to become ACTIVE before deleting it");
-                    let wait = db
-                        .wait_until_table_exists()
-                        .table_name(&name)
-                        .wait(Duration::from_secs(600));
-                    cx.unless_stopped("waiting for the table to become ACTIVE", wait)
-                        .await?
-                        .context("the table did not become ACTIVE within 10 minutes")?;
+                    wait_active(
+                        cx,
+                        "waiting for the table to become ACTIVE before deleting it",
+                    )
+                    .await?;
                     waited_for_active = true;
                 }
                 Err(e) => return Err(e).context("dynamodb:DeleteTable failed"),
@@ -255,6 +238,22 @@ impl Resource for EventsTable {
             .context("the table was not deleted within 10 minutes")?;
         Ok(true)
     }
+}
+
+/// Waits (up to 10 minutes, or until the run is interrupted) for the table
+/// to be ACTIVE; `what` is the progress line and the interrupted wait's name.
+async fn wait_active(cx: &Cx, what: &str) -> Result<()> {
+    cx.say(what);
+    let wait = cx
+        .aws
+        .dynamodb
+        .wait_until_table_exists()
+        .table_name(cx.stack.table_name())
+        .wait(Duration::from_secs(600));
+    cx.unless_stopped(what, wait)
+        .await?
+        .context("the table did not become ACTIVE within 10 minutes")?;
+    Ok(())
 }
 
 impl EventsTable {
