@@ -128,10 +128,13 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     // reported until the lookup agrees. (`down` deletes from its first
     // step, and `--parallel 1` is one call at a time.)
     let overlap = matches!(mode, Mode::Up | Mode::Plan) && c.parallel > 1;
+    // What the file says of itself is checked before any call.
+    if let Some(s) = &prior {
+        s.check_suffix(&paths.file, &c.suffix)?;
+        s.check_region(&paths.file, prepared.region())?;
+    }
     let (settings, progress, engine, reads) = match prior {
         Some(s) if overlap => {
-            s.check_suffix(&paths.file, &c.suffix)?;
-            s.check_region(&paths.file, prepared.region())?;
             let assumed = Identity {
                 account: s.account.clone(),
                 partition: partition_of(prepared.region()).to_string(),
@@ -140,7 +143,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
             // The lookup's request goes first; the reads follow at once.
             let (who, reads) = tokio::join!(prepared.identity(), engine.start_reads(mode));
             let checked = who.and_then(|who| {
-                s.check_matches(&paths.file, &c.suffix, prepared.region(), &who.account)?;
+                s.check_account(&paths.file, &who.account)?;
                 Ok(who)
             });
             match checked {
@@ -162,15 +165,10 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
             }
         }
         prior => {
-            // What the file says of itself is checked before any call.
-            if let Some(s) = &prior {
-                s.check_suffix(&paths.file, &c.suffix)?;
-                s.check_region(&paths.file, prepared.region())?;
-            }
             let who = prepared.identity().await?;
             let state = match prior {
                 Some(s) => {
-                    s.check_matches(&paths.file, &c.suffix, prepared.region(), &who.account)?;
+                    s.check_account(&paths.file, &who.account)?;
                     s
                 }
                 None => State::new(&c.suffix, prepared.region(), &who.account),

@@ -86,6 +86,11 @@ impl State {
     ) -> Result<()> {
         self.check_suffix(path, suffix)?;
         self.check_region(path, region)?;
+        self.check_account(path, account)
+    }
+
+    /// Refuses a state file written for another account.
+    pub fn check_account(&self, path: &Path, account: &str) -> Result<()> {
         if self.account != account {
             bail!(
                 "state file {} was written for account {} but the credentials are for account {}; use the matching credentials or another --state-dir",
