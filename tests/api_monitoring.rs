@@ -727,64 +727,41 @@ async fn redeploys_exactly_once_per_definition_change_and_never_on_a_noop() {
         .unwrap()
         .contains(RECEIVER));
 
-    // Full request/response logging on the stage would put payloads in
-    // CloudWatch: drift, and `up` turns it off again.
-    gw.update_stage()
-        .rest_api_id(&api)
-        .stage_name("prod")
-        .patch_operations(
-            aws_sdk_apigateway::types::PatchOperation::builder()
-                .op(aws_sdk_apigateway::types::Op::Replace)
-                .path("/*/*/logging/dataTrace")
-                .value("true")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let status = run(&env, &["status"]);
-    assert_eq!(status.code, 2, "{status:?}");
-    assert!(status.stdout.contains("data_trace_enabled"), "{status:?}");
-    up(&env, &[]);
-    let stage = gw
-        .get_stage()
-        .rest_api_id(&api)
-        .stage_name("prod")
-        .send()
-        .await
-        .unwrap();
-    let all = &stage.method_settings().unwrap()["*/*"];
-    assert!(!all.data_trace_enabled(), "{stage:?}");
-    assert_eq!(run(&env, &["status"]).code, 0);
-
-    // The same through the method's own settings.
-    gw.update_stage()
-        .rest_api_id(&api)
-        .stage_name("prod")
-        .patch_operations(
-            aws_sdk_apigateway::types::PatchOperation::builder()
-                .op(aws_sdk_apigateway::types::Op::Replace)
-                .path("/webhook/POST/logging/dataTrace")
-                .value("true")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let status = run(&env, &["status"]);
-    assert_eq!(status.code, 2, "{status:?}");
-    assert!(status.stdout.contains("method_data_trace"), "{status:?}");
-    up(&env, &[]);
-    let stage = gw
-        .get_stage()
-        .rest_api_id(&api)
-        .stage_name("prod")
-        .send()
-        .await
-        .unwrap();
-    let method = &stage.method_settings().unwrap()["webhook/POST"];
-    assert!(!method.data_trace_enabled(), "{stage:?}");
-    assert_eq!(run(&env, &["status"]).code, 0);
+    // Full request/response logging would put payloads in CloudWatch: on
+    // the whole stage, or through one method's own settings, it is drift,
+    // and `up` turns it off again.
+    for (methods, drift) in [
+        ("*/*", "data_trace_enabled"),
+        ("webhook/POST", "method_data_trace"),
+    ] {
+        gw.update_stage()
+            .rest_api_id(&api)
+            .stage_name("prod")
+            .patch_operations(
+                aws_sdk_apigateway::types::PatchOperation::builder()
+                    .op(aws_sdk_apigateway::types::Op::Replace)
+                    .path(format!("/{methods}/logging/dataTrace"))
+                    .value("true")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = run(&env, &["status"]);
+        assert_eq!(status.code, 2, "{status:?}");
+        assert!(status.stdout.contains(drift), "{status:?}");
+        up(&env, &[]);
+        let stage = gw
+            .get_stage()
+            .rest_api_id(&api)
+            .stage_name("prod")
+            .send()
+            .await
+            .unwrap();
+        let settings = &stage.method_settings().unwrap()[methods];
+        assert!(!settings.data_trace_enabled(), "{stage:?}");
+        assert_eq!(run(&env, &["status"]).code, 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

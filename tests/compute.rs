@@ -131,6 +131,20 @@ fn stack_filter(key: &str, value: &str) -> aws_sdk_ec2::types::Filter {
         .build()
 }
 
+/// The processor's event source mappings.
+async fn processor_mappings(
+    lambda: &aws_sdk_lambda::Client,
+) -> Vec<aws_sdk_lambda::types::EventSourceMappingConfiguration> {
+    lambda
+        .list_event_source_mappings()
+        .function_name(FUNCTIONS[1].0)
+        .send()
+        .await
+        .unwrap()
+        .event_source_mappings()
+        .to_vec()
+}
+
 fn ours() -> aws_sdk_ec2::types::Filter {
     stack_filter("webhook-deploy:stack", SUFFIX)
 }
@@ -460,14 +474,9 @@ async fn up_creates_network_and_compute_with_the_spec_settings() {
         .latest_stream_arn()
         .unwrap()
         .to_string();
-    let maps = lambda
-        .list_event_source_mappings()
-        .function_name(FUNCTIONS[1].0)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(maps.event_source_mappings().len(), 1);
-    let m = &maps.event_source_mappings()[0];
+    let maps = processor_mappings(&lambda).await;
+    assert_eq!(maps.len(), 1);
+    let m = &maps[0];
     assert_eq!(m.event_source_arn(), Some(stream_arn.as_str()));
     assert_eq!(m.function_arn(), Some(arns["processor"].as_str()));
     assert_eq!(m.starting_position().unwrap().as_str(), "TRIM_HORIZON");
@@ -607,13 +616,8 @@ async fn drift_is_named_by_status_and_repaired_by_up() {
     env.up(&[]);
     let conf = env.sdk().await;
     let lambda = aws_sdk_lambda::Client::new(&conf);
-    let maps = lambda
-        .list_event_source_mappings()
-        .function_name(FUNCTIONS[1].0)
-        .send()
-        .await
-        .unwrap();
-    let uuid = maps.event_source_mappings()[0].uuid().unwrap().to_string();
+    let maps = processor_mappings(&lambda).await;
+    let uuid = maps[0].uuid().unwrap().to_string();
     lambda
         .update_event_source_mapping()
         .uuid(&uuid)
@@ -731,14 +735,8 @@ async fn drift_is_named_by_status_and_repaired_by_up() {
         .and_then(|t| t.latest_stream_arn())
         .unwrap()
         .to_string();
-    let maps = lambda
-        .list_event_source_mappings()
-        .function_name(FUNCTIONS[1].0)
-        .send()
-        .await
-        .unwrap();
+    let maps = processor_mappings(&lambda).await;
     let sources: Vec<_> = maps
-        .event_source_mappings()
         .iter()
         .map(|m| m.event_source_arn().unwrap_or_default())
         .collect();
