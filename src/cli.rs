@@ -29,8 +29,17 @@ pub enum Command {
     Plan,
     /// Check every live resource: in sync, drifted or missing.
     Status,
-    /// Delete everything the stack owns.
-    Down,
+    /// Delete everything the stack owns, except a table or bucket that holds
+    /// data (kept, and named with the command that deletes it).
+    Down {
+        /// Also delete the events table's items and the archive's objects
+        /// (asks for the suffix to be typed on a terminal).
+        #[arg(long)]
+        delete_data: bool,
+    },
+    /// Print the stack's effective settings and where each comes from
+    /// (a flag of this run, recorded by an earlier `up`, or the default).
+    Settings,
     /// List the embedded Lambda packages: size and SHA-256 (no AWS call).
     Lambdas,
     /// Print the stack's outputs (no secrets unless --show-secrets).
@@ -101,27 +110,38 @@ pub struct Common {
     /// Do not ask for confirmation (`down`).
     #[arg(long, global = true)]
     pub yes: bool,
+    /// Take over an existing object that has the stack's name but no
+    /// `webhook-deploy:stack` tag (without it, `up` refuses such an object).
+    #[arg(long, global = true)]
+    pub adopt_untagged: bool,
 }
 
 /// The API front door and the alarms (they shape what `up` converges to,
-/// so `plan` and `status` take them too).
+/// so `plan` and `status` take them too). Every one of them is a setting
+/// that stays: recorded by `up`, used by later runs until a flag changes it.
 #[derive(Args, Debug, Clone)]
 pub struct ApiArgs {
     /// POST /webhook without an API key (for senders that cannot add headers, such as Stripe and GitHub).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "api_key")]
     pub no_api_key: bool,
-    /// Requests per second allowed by the stage and the usage plan.
-    #[arg(long, global = true, default_value_t = 10000.0, value_parser = positive_rate)]
-    pub throttle_rate: f64,
-    /// Burst allowed by the stage and the usage plan (the default account limit is 5000).
-    #[arg(long, global = true, default_value_t = 5000, value_parser = clap::value_parser!(i32).range(1..=1_000_000))]
-    pub throttle_burst: i32,
-    /// Subscribe this address to the alarm topic (run without it to unsubscribe).
-    #[arg(long, global = true, value_parser = email)]
+    /// POST /webhook requires an API key (the default; undoes --no-api-key).
+    #[arg(long, global = true)]
+    pub api_key: bool,
+    /// Requests per second allowed by the stage and the usage plan (default 10000).
+    #[arg(long, global = true, value_parser = positive_rate)]
+    pub throttle_rate: Option<f64>,
+    /// Burst allowed by the stage and the usage plan (default 5000, the default account limit).
+    #[arg(long, global = true, value_parser = clap::value_parser!(i32).range(1..=1_000_000))]
+    pub throttle_burst: Option<i32>,
+    /// Subscribe this address to the alarm topic (stays until --no-alarm-email).
+    #[arg(long, global = true, value_parser = email, conflicts_with = "no_alarm_email")]
     pub alarm_email: Option<String>,
+    /// Unsubscribe the alarm address.
+    #[arg(long, global = true)]
+    pub no_alarm_email: bool,
 }
 
-fn positive_rate(s: &str) -> Result<f64, String> {
+pub(crate) fn positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!(
@@ -130,7 +150,7 @@ fn positive_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-fn email(s: &str) -> Result<String, String> {
+pub(crate) fn email(s: &str) -> Result<String, String> {
     let ok = s
         .split_once('@')
         .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'))
@@ -143,13 +163,16 @@ fn email(s: &str) -> Result<String, String> {
 }
 
 /// The network and the functions (they shape what `up` converges to, so
-/// `plan` and `status` take them too).
+/// `plan` and `status` take them too; settings that stay, like `ApiArgs`).
 #[derive(Args, Debug, Clone)]
 pub struct ComputeArgs {
     /// Run the functions outside any VPC; the stack then owns no network resources
     /// (switching an existing stack removes them).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "vpc")]
     pub no_vpc: bool,
+    /// Run the functions in the stack's private VPC (the default; undoes --no-vpc).
+    #[arg(long, global = true)]
+    pub vpc: bool,
     /// Function memory in MB: `1024` for all, or `processor=1024` for one
     /// (receiver, processor, dead-letter); repeatable. Default 512.
     #[arg(long, global = true, value_name = "[FUNCTION=]MB", value_parser = per_function(128, 10240))]
@@ -157,13 +180,23 @@ pub struct ComputeArgs {
     /// Function timeout in seconds, same form as --memory. Default 30.
     #[arg(long, global = true, value_name = "[FUNCTION=]SECONDS", value_parser = per_function(1, 900))]
     pub timeout: Vec<(Option<crate::stack::Function>, i32)>,
-    /// How the receiver verifies senders' signatures.
-    #[arg(long, global = true, value_enum, default_value_t = crate::stack::Signature::StandardWebhooks)]
-    pub signature: crate::stack::Signature,
+    /// How the receiver verifies senders' signatures (default standard-webhooks).
+    #[arg(long, global = true, value_enum)]
+    pub signature: Option<crate::stack::Signature>,
     /// Take the signing secret from this environment variable (default: generate
-    /// one on the first up and keep it in the function's configuration).
-    #[arg(long, global = true, value_name = "VAR")]
+    /// one on the first up and keep it in the function's configuration). Only
+    /// the variable's name is recorded, never its value.
+    #[arg(
+        long,
+        global = true,
+        value_name = "VAR",
+        conflicts_with = "no_signing_secret_env"
+    )]
     pub signing_secret_env: Option<String>,
+    /// Stop taking the signing secret from a variable: the receiver keeps the
+    /// secret it has (a new one is generated only if it has none).
+    #[arg(long, global = true)]
+    pub no_signing_secret_env: bool,
     /// How long `down` waits for Lambda's network interfaces to be released
     /// before deleting the subnets and security group (e.g. 45m, 1h).
     #[arg(long, global = true, default_value = "45m", value_parser = humantime::parse_duration)]
@@ -173,7 +206,10 @@ pub struct ComputeArgs {
 type PerFunction = (Option<crate::stack::Function>, i32);
 
 /// Parses `N` or `FUNCTION=N` with N in `min..=max`.
-fn per_function(min: i32, max: i32) -> impl Fn(&str) -> Result<PerFunction, String> + Clone {
+pub(crate) fn per_function(
+    min: i32,
+    max: i32,
+) -> impl Fn(&str) -> Result<PerFunction, String> + Clone {
     move |s: &str| {
         let (f, n) = match s.split_once('=') {
             Some((k, n)) => {
@@ -189,18 +225,6 @@ fn per_function(min: i32, max: i32) -> impl Fn(&str) -> Result<PerFunction, Stri
             _ => Err(format!("{n:?} is not a whole number from {min} to {max}")),
         }
     }
-}
-
-/// Applies `--memory`/`--timeout` values over the defaults, in order.
-pub fn apply_per_function(defaults: [i32; 3], values: &[PerFunction]) -> [i32; 3] {
-    let mut out = defaults;
-    for (f, v) in values {
-        match f {
-            Some(f) => out[f.index()] = *v,
-            None => out = [*v; 3],
-        }
-    }
-    out
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@ use crate::engine::context::Cx;
 use crate::engine::progress::Progress;
 use crate::engine::state::{self, StackLock, State, StatePaths};
 use crate::engine::{Action, Engine, Entry, Mode, Report};
+use crate::settings::{self, Resolved};
 use crate::stack::{self, ids, Settings};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -29,16 +30,17 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Up => reconcile(&cli, &paths, Mode::Up).await,
         Command::Plan => reconcile(&cli, &paths, Mode::Plan).await,
         Command::Status => reconcile(&cli, &paths, Mode::Plan).await,
-        Command::Down => reconcile(&cli, &paths, Mode::Down).await,
+        Command::Down { .. } => reconcile(&cli, &paths, Mode::Down).await,
+        Command::Settings => show_settings(&cli, &paths).await,
         Command::Invoke {
             function,
             ref event,
         } => {
-            let opts = compute_options(&cli, Mode::Up)?;
+            let opts = local_options(&cli, &paths)?;
             crate::local::invoke(&cli, opts, function, event).await
         }
         Command::Local { port } => {
-            let opts = compute_options(&cli, Mode::Up)?;
+            let opts = local_options(&cli, &paths)?;
             crate::local::local(&cli, opts, port).await
         }
         Command::Send { local, wait } => crate::local::send::run(&cli, local, wait).await,
@@ -63,7 +65,8 @@ pub fn command_name(cmd: &Command) -> &'static str {
         Command::Up => "up",
         Command::Plan => "plan",
         Command::Status => "status",
-        Command::Down => "down",
+        Command::Down { .. } => "down",
+        Command::Settings => "settings",
         Command::Outputs { .. } => "outputs",
         Command::Lambdas => "lambdas",
         Command::Invoke { .. } => "invoke",
@@ -75,6 +78,7 @@ pub fn command_name(cmd: &Command) -> &'static str {
 async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     let c = &cli.common;
     let name = command_name(&cli.command);
+    let delete_data = matches!(cli.command, Command::Down { delete_data: true });
     if mode == Mode::Down && !c.yes && !std::io::stdin().is_terminal() {
         bail!("down deletes every resource of stack '{}' and needs confirmation: pass --yes when not running interactively", c.suffix);
     }
@@ -83,22 +87,16 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         Mode::Up | Mode::Down => Some(StackLock::acquire(&paths.lock, name)?),
         Mode::Plan => None,
     };
-    let compute = compute_options(cli, mode)?;
     let prior = state::load(&paths.file)?;
+    let flags = settings::flags(&cli.api, &cli.compute);
     let prepared = Clients::prepare(&ConnectOptions::from(c)).await?;
-    let options = stack::StackOptions {
-        api_key_required: !cli.api.no_api_key,
-        throttle_rate: cli.api.throttle_rate,
-        throttle_burst: cli.api.throttle_burst,
-        alarm_email: cli.api.alarm_email.clone(),
-        ..compute
-    };
     let stop = Arc::new(AtomicBool::new(false));
-    let build = |who: &Identity, state: State, held: bool| {
+    let build = |who: &Identity, state: State, resolved: &Resolved, held: bool| {
         let aws = prepared.clients(who);
-        let settings = Settings::new(&c.suffix, &aws, options.clone());
-        if mode == Mode::Down && !c.yes {
-            confirm_down(&settings)?;
+        let settings = Settings::new(&c.suffix, &aws, stack_options(cli, resolved, mode)?);
+        // Deleting data is asked for on a terminal even with --yes.
+        if mode == Mode::Down && (!c.yes || (delete_data && std::io::stdin().is_terminal())) {
+            confirm_down(&settings, delete_data)?;
         }
         let resources = stack::define(&settings);
         let labels: Vec<(String, &'static str)> = resources
@@ -121,6 +119,9 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
             c.parallel as usize,
             stop.clone(),
         )?;
+        if mode == Mode::Up {
+            engine.record_settings(resolved.recorded());
+        }
         anyhow::Ok((settings, progress, engine))
     };
     // A recorded stack names its account: its reads go out beside the
@@ -133,13 +134,16 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         s.check_suffix(&paths.file, &c.suffix)?;
         s.check_region(&paths.file, prepared.region())?;
     }
-    let (settings, progress, engine, reads) = match prior {
-        Some(s) if overlap => {
+    let (settings, progress, engine, reads, resolved) = match prior {
+        // The file records the settings: nothing to ask AWS before the reads.
+        Some(s) if overlap && s.settings.is_some() => {
+            let resolved =
+                settings::resolve(s.settings.as_ref().unwrap_or(&Default::default()), &flags)?;
             let assumed = Identity {
                 account: s.account.clone(),
                 partition: partition_of(prepared.region()).to_string(),
             };
-            let (settings, progress, engine) = build(&assumed, s.clone(), true)?;
+            let (settings, progress, engine) = build(&assumed, s.clone(), &resolved, true)?;
             // The lookup's request goes first; the reads follow at once.
             let (who, reads) = tokio::join!(prepared.identity(), engine.start_reads(mode));
             let checked = who.and_then(|who| {
@@ -149,14 +153,14 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
             match checked {
                 Ok(who) if who == assumed => {
                     progress.release();
-                    (settings, progress, engine, Some(reads))
+                    (settings, progress, engine, Some(reads), resolved)
                 }
                 // A partition the region table does not know: start over.
                 Ok(who) => {
                     drop(reads);
                     progress.clear();
-                    let (settings, progress, engine) = build(&who, s, false)?;
-                    (settings, progress, engine, None)
+                    let (settings, progress, engine) = build(&who, s, &resolved, false)?;
+                    (settings, progress, engine, None, resolved)
                 }
                 Err(e) => {
                     progress.clear();
@@ -173,8 +177,16 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
                 }
                 None => State::new(&c.suffix, prepared.region(), &who.account),
             };
-            let (settings, progress, engine) = build(&who, state, false)?;
-            (settings, progress, engine, None)
+            let recorded = match &state.settings {
+                Some(r) => r.clone(),
+                // No record in the file (lost, or written before settings
+                // were recorded): the deployed stack keeps them.
+                None if mode == Mode::Down => Default::default(),
+                None => recover_settings(&prepared.clients(&who), &c.suffix).await?,
+            };
+            let resolved = settings::resolve(&recorded, &flags)?;
+            let (settings, progress, engine) = build(&who, state, &resolved, false)?;
+            (settings, progress, engine, None, resolved)
         }
     };
     let watcher = {
@@ -203,9 +215,12 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     let final_state = engine.state();
     match (&cli.command, c.output) {
         (Command::Status, Output::Text) => print_status(&settings, &report),
-        (Command::Plan, Output::Text) => print_plan(&settings, &report),
-        (_, Output::Text) => print_summary(name, &report),
-        (_, Output::Json) => print_json(name, &settings, &report, &final_state)?,
+        (Command::Plan, Output::Text) => print_plan(&settings, &resolved, &report),
+        (_, Output::Text) => {
+            print_summary(name, &report);
+            print_kept(c, &report);
+        }
+        (_, Output::Json) => print_json(name, &settings, &resolved, &report, &final_state)?,
     }
     if !report.errors().is_empty() {
         if c.output == Output::Text {
@@ -245,42 +260,126 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     Ok(if drift_found { EXIT_CHANGES } else { EXIT_OK })
 }
 
-/// The network and function options (on top of the defaults), checked
-/// before anything is called. The signing secret is read from the named
-/// environment variable; its value never appears in a message.
-fn compute_options(cli: &Cli, mode: Mode) -> Result<stack::StackOptions> {
-    let a = &cli.compute;
-    let d = stack::StackOptions::default();
-    let signing_secret = match (&a.signing_secret_env, mode) {
-        // `down` deletes whatever exists: no secret needed.
+/// The stack options of this run's settings, checked before anything is
+/// called. The signing secret is read from the variable the settings name;
+/// its value never appears in a message.
+fn stack_options(cli: &Cli, resolved: &Resolved, mode: Mode) -> Result<stack::StackOptions> {
+    let opts = resolved.options();
+    let signing_secret = match (resolved.signing_secret_env(), mode) {
+        // `down` deletes whatever exists, and `none` verifies nothing: no
+        // secret needed.
         (_, Mode::Down) | (None, _) => None,
-        (Some(var), _) => {
-            let value = std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
-                anyhow::anyhow!("--signing-secret-env {var}: the environment variable {var} is not set or empty")
-            })?;
-            let secret = stack::Secret {
-                value,
-                source: format!("${var}"),
-            };
-            crate::resources::lambda_function::LambdaFunction::check_secret(a.signature, &secret)?;
-            Some(secret)
-        }
+        _ if opts.signature == stack::Signature::None => None,
+        (Some((var, source)), _) => match std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            Some(value) => {
+                let secret = stack::Secret {
+                    value,
+                    source: format!("${var}"),
+                };
+                crate::resources::lambda_function::LambdaFunction::check_secret(
+                    opts.signature,
+                    &secret,
+                )?;
+                Some(secret)
+            }
+            None if source == settings::Source::Flag => {
+                bail!("--signing-secret-env {var}: the environment variable {var} is not set or empty")
+            }
+            // Recorded by an earlier run on a machine that had it: the
+            // receiver keeps the secret it has rather than getting a new one.
+            None => {
+                eprintln!("note: the stack takes its signing secret from ${var}, which is not set here: the receiver keeps the secret it has (set {var} to check or change it)");
+                None
+            }
+        },
     };
     Ok(stack::StackOptions {
-        // `down` removes the network too, whatever the flag says.
-        vpc: !a.no_vpc || mode == Mode::Down,
-        memory_mb: crate::cli::apply_per_function(d.memory_mb, &a.memory),
-        timeout_s: crate::cli::apply_per_function(d.timeout_s, &a.timeout),
-        signature: a.signature,
+        // `down` removes the network too, whatever the setting says.
+        vpc: opts.vpc || mode == Mode::Down,
         signing_secret,
-        eni_timeout: a.eni_timeout,
-        ..d
+        eni_timeout: cli.compute.eni_timeout,
+        delete_data: matches!(cli.command, Command::Down { delete_data: true }),
+        adopt_untagged: cli.common.adopt_untagged,
+        ..opts
     })
 }
 
-fn confirm_down(s: &Settings) -> Result<()> {
+/// The recorded settings of a stack whose state file has none: the tags of
+/// its deployed receiver, or none at all.
+async fn recover_settings(aws: &Clients, suffix: &str) -> Result<settings::Recorded> {
+    let s = Settings::new(suffix, aws, stack::StackOptions::default());
+    Ok(
+        crate::resources::lambda_function::recorded_settings(aws, &s)
+            .await?
+            .unwrap_or_default(),
+    )
+}
+
+/// `invoke` and `local`: the state file's recorded settings (if any) with
+/// this run's flags over them.
+fn local_options(cli: &Cli, paths: &StatePaths) -> Result<stack::StackOptions> {
+    let recorded = state::load(&paths.file)?
+        .and_then(|s| s.settings)
+        .unwrap_or_default();
+    let resolved = settings::resolve(&recorded, &settings::flags(&cli.api, &cli.compute))?;
+    stack_options(cli, &resolved, Mode::Up)
+}
+
+/// `settings`: every setting, its value and where it comes from.
+async fn show_settings(cli: &Cli, paths: &StatePaths) -> Result<u8> {
+    let c = &cli.common;
+    let prior = state::load(&paths.file)?;
+    if let Some(s) = &prior {
+        s.check_suffix(&paths.file, &c.suffix)?;
+        if let Some(region) = &c.region {
+            s.check_region(&paths.file, region)?;
+        }
+    }
+    let (recorded, origin) = match prior.as_ref().and_then(|s| s.settings.clone()) {
+        Some(r) => (r, format!("state file {}", paths.file.display())),
+        None => {
+            let aws = Clients::connect(&ConnectOptions::from(c)).await?;
+            if let Some(s) = &prior {
+                s.check_account(&paths.file, &aws.account)?;
+            }
+            let r = recover_settings(&aws, &c.suffix).await?;
+            (r, "the deployed receiver's tags".to_string())
+        }
+    };
+    let resolved = settings::resolve(&recorded, &settings::flags(&cli.api, &cli.compute))?;
+    match c.output {
+        Output::Json => {
+            let doc = json!({
+                "command": "settings",
+                "stack": c.suffix,
+                "recorded_in": origin,
+                "settings": resolved.to_json(),
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Output::Text => {
+            println!("Settings of stack {} (recorded in {origin}):", c.suffix);
+            for s in &resolved.settings {
+                println!(
+                    "  {:<20} {:<28} {}",
+                    s.key,
+                    settings::describe(&s.value),
+                    s.source.as_str()
+                );
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn confirm_down(s: &Settings, delete_data: bool) -> Result<()> {
+    let data = if delete_data {
+        "including the events table's items and every object in the archive bucket (--delete-data)"
+    } else {
+        "except the events table and the archive bucket if they hold data (--delete-data deletes those too)"
+    };
     eprint!(
-        "This deletes every resource of stack '{}' in {} (account {}), including the events table and the archive bucket's objects.\nType the stack suffix to confirm: ",
+        "This deletes every resource of stack '{}' in {} (account {}), {data}.\nType the stack suffix to confirm: ",
         s.suffix, s.region, s.account
     );
     std::io::stderr().flush().ok();
@@ -304,6 +403,7 @@ fn print_summary(name: &str, r: &Report) {
         ("unchanged", Action::NoChange),
         ("deleted", Action::Delete),
         ("already gone", Action::Gone),
+        ("kept", Action::Kept),
         ("failed", Action::Failed),
         ("skipped", Action::Skipped),
         ("not started", Action::Cancelled),
@@ -325,6 +425,41 @@ fn print_summary(name: &str, r: &Report) {
     );
 }
 
+/// What `down` kept, why, and the command that deletes it.
+fn print_kept(c: &crate::cli::Common, r: &Report) {
+    let kept: Vec<&Entry> = r
+        .entries
+        .iter()
+        .filter(|e| e.action == Action::Kept)
+        .collect();
+    if kept.is_empty() {
+        return;
+    }
+    eprintln!("kept, because they hold data:");
+    for e in &kept {
+        eprintln!(
+            "  {} ({}): {}",
+            e.id,
+            e.kind,
+            e.note.as_deref().unwrap_or("")
+        );
+    }
+    eprintln!(
+        "to delete them and their data: webhook-deploy down --suffix {} --delete-data{}",
+        c.suffix,
+        state_dir_arg(c)
+    );
+}
+
+/// ` --state-dir DIR` when it is not the default.
+fn state_dir_arg(c: &crate::cli::Common) -> String {
+    if c.state_dir != std::path::Path::new("state") {
+        format!(" --state-dir '{}'", c.state_dir.display())
+    } else {
+        String::new()
+    }
+}
+
 fn drift_lines(e: &Entry) -> Vec<String> {
     e.drift
         .iter()
@@ -332,11 +467,24 @@ fn drift_lines(e: &Entry) -> Vec<String> {
         .collect()
 }
 
-fn print_plan(s: &Settings, r: &Report) {
+fn print_plan(s: &Settings, resolved: &Resolved, r: &Report) {
     println!(
         "Plan for stack {} ({}, account {}):",
         s.suffix, s.region, s.account
     );
+    let changes = resolved.changes();
+    if !changes.is_empty() {
+        println!("  Settings:");
+        for ch in changes {
+            println!(
+                "  ~ {:<22} {} -> {}",
+                ch.key,
+                settings::describe(&ch.before),
+                settings::describe(&ch.value)
+            );
+        }
+        println!("  Resources:");
+    }
     for e in &r.entries {
         let (sign, what) = match e.action {
             Action::Create => ("+", "create".to_string()),
@@ -438,7 +586,7 @@ fn status_summary(r: &Report) -> String {
     parts.join(", ") + "."
 }
 
-fn print_json(name: &str, s: &Settings, r: &Report, st: &State) -> Result<()> {
+fn print_json(name: &str, s: &Settings, resolved: &Resolved, r: &Report, st: &State) -> Result<()> {
     let resources: Vec<serde_json::Value> = r
         .entries
         .iter()
@@ -467,6 +615,14 @@ fn print_json(name: &str, s: &Settings, r: &Report, st: &State) -> Result<()> {
         "changes": r.has_changes(),
         "errors": r.errors().len(),
     });
+    if name != "down" {
+        out["settings"] = resolved.to_json();
+        out["setting_changes"] = json!(resolved
+            .changes()
+            .iter()
+            .map(|c| json!({"key": c.key, "from": c.before, "to": c.value}))
+            .collect::<Vec<_>>());
+    }
     if name == "up" && r.errors().is_empty() {
         out["outputs"] = outputs_json(st);
     }
@@ -518,10 +674,11 @@ fn print_curl_example(c: &crate::cli::Common, out: &serde_json::Value) {
     let Some(url) = out["apiUrl"].as_str() else {
         return;
     };
-    let mut outputs_cmd = format!("webhook-deploy outputs --suffix {}", c.suffix);
-    if c.state_dir != std::path::Path::new("state") {
-        outputs_cmd.push_str(&format!(" --state-dir '{}'", c.state_dir.display()));
-    }
+    let mut outputs_cmd = format!(
+        "webhook-deploy outputs --suffix {}{}",
+        c.suffix,
+        state_dir_arg(c)
+    );
     if let Some(r) = &c.region {
         outputs_cmd.push_str(&format!(" --region {r}"));
     }

@@ -10,6 +10,7 @@ mod lambdas;
 mod layout;
 mod local;
 mod resources;
+mod settings;
 mod stack;
 
 use clap::Parser;
@@ -60,7 +61,8 @@ fn main() -> ExitCode {
             cli::Command::Up
                 | cli::Command::Plan
                 | cli::Command::Status
-                | cli::Command::Down
+                | cli::Command::Down { .. }
+                | cli::Command::Settings
                 | cli::Command::Outputs { .. }
                 | cli::Command::Lambdas
         );

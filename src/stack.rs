@@ -69,6 +69,14 @@ pub struct StackOptions {
     /// The bucket policy denying non-TLS access. Off only for `local`
     /// against a plain-HTTP emulator, where it would deny every request.
     pub deny_insecure_transport: bool,
+    /// The settings `up` records (`crate::settings`): written as tags on the
+    /// receiver function so that a lost state file loses none of them.
+    pub recorded: BTreeMap<String, String>,
+    /// `down --delete-data`: the table's items and the archive's objects go too.
+    pub delete_data: bool,
+    /// `--adopt-untagged`: take over an object with the stack's name that
+    /// carries no stack tag.
+    pub adopt_untagged: bool,
 }
 
 /// Webhook signature schemes the receiver understands (`SIGNATURE_SCHEME`).
@@ -127,6 +135,9 @@ impl Default for StackOptions {
             signing_secret: None,
             eni_timeout: std::time::Duration::from_secs(45 * 60),
             deny_insecure_transport: true,
+            recorded: BTreeMap::new(),
+            delete_data: false,
+            adopt_untagged: false,
         }
     }
 }
@@ -216,6 +227,9 @@ pub fn api_url(api_id: &str, region: &str) -> String {
 
 pub const TAG_STACK: &str = "webhook-deploy:stack";
 pub const TAG_RESOURCE: &str = "webhook-deploy:resource";
+/// On objects whose names are global to the account (IAM roles): the
+/// region of the stack, since one suffix in two regions is two stacks.
+pub const TAG_REGION: &str = "webhook-deploy:region";
 
 impl Settings {
     /// The stack `suffix` in the account and region `aws` is connected to.
@@ -245,6 +259,16 @@ impl Settings {
     /// An API Gateway resource's ARN (`path`: `/restapis/<id>`, ...).
     pub fn apigateway_arn(&self, path: &str) -> String {
         self.arn("apigateway", &self.region, "", path)
+    }
+
+    /// The owner an object of this stack names in its tags (`Owner::Stack`);
+    /// `global`: an object whose name is global to the account.
+    pub fn owner(&self, global: bool) -> String {
+        if global {
+            format!("{}@{}", self.suffix, self.region)
+        } else {
+            self.suffix.clone()
+        }
     }
 
     pub fn name(&self, base: &str) -> String {

@@ -337,10 +337,15 @@ async fn alarms_notify_the_topic_and_the_email_subscription_follows_the_flag() {
     let m = env.proxy.mutating_calls();
     assert!(m.is_empty(), "no-op up mutated: {m:#?}");
 
-    // Dropping the flag removes the subscription; giving it again adds it.
+    // The address stays until --no-alarm-email removes it; giving one
+    // again adds it.
     let plan = run(&env, &["plan"]);
+    assert_eq!(plan.code, 0, "a recorded setting is no change: {plan:?}");
+    let plan = run(&env, &["plan", "--no-alarm-email"]);
     assert_eq!(plan.code, 2, "{plan:?}");
     assert!(plan.stdout.contains("alarm_email"), "{plan:?}");
+    up(&env, &["--no-alarm-email"]);
+    assert!(email_subscriptions(&sns).await.is_empty());
     up(&env, &[]);
     assert!(email_subscriptions(&sns).await.is_empty());
     up(&env, &["--alarm-email", "other@example.com"]);
@@ -647,7 +652,7 @@ async fn redeploys_exactly_once_per_definition_change_and_never_on_a_noop() {
         "Too Many Requests",
     ));
     env.proxy.clear();
-    up(&env, &[]);
+    up(&env, &["--api-key"]);
     assert_eq!(env.proxy.injected_calls().len(), 2);
     assert!(api_key_required(&gw, &api).await);
     let third = stage_deployment(&gw, &api).await;

@@ -406,7 +406,7 @@ async fn up_creates_every_resource_with_the_spec_settings() {
     // The state file records ids and attributes, and is well formed.
     let st: Value =
         serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
-    assert_eq!(st["version"], 1);
+    assert_eq!(st["version"], 2);
     assert_eq!(st["suffix"], SUFFIX);
     assert_eq!(st["region"], "us-east-1");
     assert_eq!(st["account"], "123456789012");
@@ -801,8 +801,17 @@ async fn lost_state_is_rebuilt_by_adoption_without_duplicates() {
     assert_eq!(st["resources"].as_object().unwrap().len(), ALL);
 }
 
+async fn ddb_table_gone(conf: &aws_config::SdkConfig) -> bool {
+    aws_sdk_dynamodb::Client::new(conf)
+        .describe_table()
+        .table_name(TABLE)
+        .send()
+        .await
+        .is_err()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
+async fn down_keeps_a_bucket_with_objects_then_empties_it_when_asked() {
     let env = env();
     assert_eq!(env.run(&["up"]).code, 0);
     let conf = env.sdk().await;
@@ -861,10 +870,34 @@ async fn down_empties_a_versioned_bucket_and_leaves_nothing() {
     assert_eq!(v.versions().len(), 4);
     assert_eq!(v.delete_markers().len(), 1);
 
-    let down = env.run(&["down", "--yes"]);
+    // The archive holds data: a plain down keeps it (the empty table goes).
+    let kept = env.run(&["down", "--yes"]);
+    assert_eq!(kept.code, 0, "{kept:?}");
+    assert!(
+        kept.stderr
+            .contains(&format!("down: {} deleted, 1 kept", ALL - 1)),
+        "{kept:?}"
+    );
+    assert!(
+        kept.stderr
+            .contains(&format!("bucket {BUCKET} holds objects"))
+            && kept.stderr.contains("--delete-data"),
+        "{kept:?}"
+    );
+    let v = s3
+        .list_object_versions()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((v.versions().len(), v.delete_markers().len()), (4, 1));
+    assert!(ddb_table_gone(&conf).await, "the empty table goes");
+
+    let down = env.run(&["down", "--yes", "--delete-data"]);
     assert_eq!(down.code, 0, "{down:?}");
     assert!(
-        down.stderr.contains(&format!("down: {ALL} deleted")),
+        down.stderr
+            .contains(&format!("down: 1 deleted, {} already gone", ALL - 1)),
         "{down:?}"
     );
     assert_eq!(count_tagged(&conf, SUFFIX).await, nothing());

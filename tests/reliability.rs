@@ -53,7 +53,7 @@ fn interrupt(env: &Env, child: std::process::Child, signal: &str) -> support::cl
 fn assert_state_sound(env: &Env) {
     let text = std::fs::read_to_string(env.state_file()).expect("state file exists");
     let v: Value = serde_json::from_str(&text).expect("state file is valid JSON after a kill");
-    assert_eq!(v["version"], 1);
+    assert_eq!(v["version"], 2);
 }
 
 fn mutating_calls_of_fresh_up() -> usize {

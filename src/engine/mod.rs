@@ -13,7 +13,7 @@ use anyhow::Result;
 use context::{Cx, Unknown};
 use graph::{Node, Outcome};
 use resource::{Attrs, Live};
-use resource::{Drift, Record, Resource};
+use resource::{Drift, Owner, Record, Refused, Resource};
 use serde::Serialize;
 use state::State;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -62,6 +62,8 @@ pub enum Action {
     Delete,
     /// `down` found nothing to delete.
     Gone,
+    /// `down` left it in place: it holds data (`Entry::note` says why).
+    Kept,
     /// Dry run: cannot compare until a dependency exists.
     AfterDependencies,
     Failed,
@@ -82,6 +84,9 @@ pub struct Entry {
     pub drift: Vec<Drift>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why it was kept (`Action::Kept`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Wall time spent on this resource (reads, calls and waits).
     pub seconds: f64,
     /// When work on it started, in seconds since the run began (with
@@ -112,6 +117,7 @@ impl Entry {
             physical_id,
             drift: vec![],
             error: None,
+            note: None,
             seconds: 0.0,
             started: 0.0,
             read_ahead: None,
@@ -141,6 +147,8 @@ struct Ahead {
     found: Option<Live>,
     used: context::Used,
     timing: Timing,
+    /// Found by name without a record, and not this stack's to take over.
+    refused: Option<String>,
 }
 
 #[derive(Debug)]
@@ -233,6 +241,18 @@ impl Engine {
         lock(&self.state).clone()
     }
 
+    /// Records the stack's settings in the state: saved with the run's
+    /// first change (or its last save), not at all when they are unchanged.
+    pub fn record_settings(&self, settings: BTreeMap<String, String>) {
+        change(&self.state, |st| {
+            if st.settings.as_ref() == Some(&settings) {
+                return false;
+            }
+            st.settings = Some(settings);
+            true
+        });
+    }
+
     /// Starts the reads that open an `up`, `plan` or `status` (none for
     /// `down`). With `--parallel 1` they are done one by one before this
     /// returns; otherwise they run in the background.
@@ -258,6 +278,40 @@ impl Engine {
             None => self.start_reads(mode).await,
         };
         let (started, started_at) = (reads.started, reads.started_at);
+        // Up changes nothing until every opening read is in: an object that
+        // is not this stack's to take over stops the run before its first
+        // change, not after others were made.
+        if mode == Mode::Up {
+            let mut refused = Vec::new();
+            for (id, h) in std::mem::take(&mut reads.handles) {
+                let ahead = h.await.ok().flatten();
+                if let Some(why) = ahead.as_ref().and_then(|a| a.refused.clone()) {
+                    refused.push((id.clone(), why));
+                }
+                reads
+                    .handles
+                    .insert(id, tokio::spawn(std::future::ready(ahead)));
+            }
+            if !refused.is_empty() {
+                let entries = self
+                    .resources
+                    .iter()
+                    .filter_map(|r| {
+                        let (_, why) = refused.iter().find(|(id, _)| id == r.id())?;
+                        Some(Entry {
+                            error: Some(why.clone()),
+                            ..Entry::of(r.as_ref(), Action::Failed, None)
+                        })
+                    })
+                    .collect();
+                return Report {
+                    entries,
+                    started_at,
+                    elapsed: started.elapsed(),
+                    interrupted: false,
+                };
+            }
+        }
         let entries: Arc<Mutex<BTreeMap<String, Entry>>> = Arc::default();
         let by_id: BTreeMap<String, Arc<dyn Resource>> = self
             .resources
@@ -504,6 +558,7 @@ impl Engine {
             let id = r.id().to_string();
             let (cx, used) = self.cx.read_ahead(&id, recorded.clone());
             let rec = records.get(r.id()).cloned();
+            let any_record = lock(&self.state).resources.contains_key(r.id());
             let r = r.clone();
             let stop = self.stop.clone();
             let permits = permits.clone();
@@ -515,6 +570,10 @@ impl Engine {
                 let t = Instant::now();
                 cx.say("reading");
                 let found = r.read(&cx, rec.as_ref()).await.ok()?;
+                let refused = match &found {
+                    Some(live) if !any_record => claim(&*r, &cx, live).err().map(|e| e.0),
+                    _ => None,
+                };
                 let used = std::mem::take(&mut *lock(&used));
                 let timing = Timing {
                     started: t.duration_since(t0).as_secs_f64(),
@@ -524,6 +583,7 @@ impl Engine {
                     found,
                     used,
                     timing,
+                    refused,
                 })
             };
             let handle = if serial {
@@ -580,6 +640,7 @@ fn describe_done(e: &Entry, took: std::time::Duration) -> String {
         Action::NoChange => format!("unchanged ({t})"),
         Action::Delete => format!("deleted ({t})"),
         Action::Gone => format!("already gone ({t})"),
+        Action::Kept => format!("kept: {}", e.note.as_deref().unwrap_or("")),
         Action::Absent => "not part of the stack with these options".into(),
         Action::AfterDependencies => "known after dependencies exist".into(),
         _ => format!("{:?}", e.action),
@@ -659,6 +720,25 @@ async fn mark_pending(
     }
 }
 
+/// Whether an object found by name without a record may be taken over:
+/// it must say it is this stack's (`Resource` reads fill `Live::owner`).
+fn claim(res: &dyn Resource, cx: &Cx, live: &Live) -> Result<(), Refused> {
+    let s = &cx.stack;
+    let what = format!("{} {}", res.kind(), live.physical_id);
+    match &live.owner {
+        Owner::Unknown => Ok(()),
+        Owner::Stack(o) if *o == s.owner(false) || *o == s.owner(true) => Ok(()),
+        Owner::Stack(o) => Err(Refused(format!(
+            "{what} exists but belongs to stack {o} (its webhook-deploy tags), not {}: up does not take it over; remove or rename it, or use another --suffix",
+            s.owner(true)
+        ))),
+        Owner::Untagged if s.opts.adopt_untagged => Ok(()),
+        Owner::Untagged => Err(Refused(format!(
+            "{what} exists without a webhook-deploy:stack tag, so it may belong to something else: up does not take it over; pass --adopt-untagged to adopt it, or remove or rename it"
+        ))),
+    }
+}
+
 /// `ahead`: what a read ahead of the graph found, still valid.
 async fn up_one(
     res: &dyn Resource,
@@ -679,6 +759,9 @@ async fn up_one(
             res.read(cx, confirmed).await?
         }
     };
+    if let (None, Some(live)) = (&rec, &found) {
+        claim(res, cx, live)?;
+    }
     let (live, action, drift) = match found {
         None => {
             cx.say("creating");
@@ -734,6 +817,10 @@ async fn plan_one(
         Some(found) => Ok(found),
         None => res.read(cx, rec.as_ref()).await,
     };
+    let any_record = lock(state).resources.contains_key(res.id());
+    if let (false, Ok(Some(live))) = (any_record, &found) {
+        claim(res, cx, live)?;
+    }
     match found {
         Ok(None) => Ok(entry(Action::Create, None, vec![])),
         Ok(Some(live)) => {
@@ -864,10 +951,15 @@ async fn down_one(
     contents: &[String],
 ) -> Result<Entry> {
     let rec = lock(state).resources.get(res.id()).cloned();
+    let confirmed = rec.as_ref().and_then(Record::confirmed);
+    if let Some(why) = res.keep(cx, confirmed).await? {
+        return Ok(Entry {
+            note: Some(why),
+            ..Entry::of(res, Action::Kept, rec.map(|r| r.physical_id))
+        });
+    }
     cx.say("deleting");
-    let existed = res
-        .delete(cx, rec.as_ref().and_then(Record::confirmed))
-        .await?;
+    let existed = res.delete(cx, confirmed).await?;
     let ids: Vec<&str> = std::iter::once(res.id())
         .chain(contents.iter().map(String::as_str))
         .collect();

@@ -47,7 +47,30 @@ pub struct Live {
     /// and converged it instead: reported as adopted, and not an empty
     /// container (see `Resource::inside`).
     pub adopted: bool,
+    /// Whose the object says it is (its stack tag), for adoption by name.
+    pub owner: Owner,
 }
+
+/// Whose an object found by name says it is. Only an object of this stack
+/// is adopted without a record: one with the stack's name and no tag, or
+/// another stack's tag, may belong to something else.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Owner {
+    /// Not told: the object carries no tags of its own (it lives inside one
+    /// that does), or was found by its tags in the first place.
+    #[default]
+    Unknown,
+    /// Taggable, but without the stack tag.
+    Untagged,
+    /// Its stack tag's value (for global names, with the region: `suffix@region`).
+    Stack(String),
+}
+
+/// `up` will not take the object over (another stack's, or untagged):
+/// the run stops before its first change.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 
 impl Live {
     pub fn new(physical_id: impl Into<String>) -> Self {
@@ -107,6 +130,12 @@ pub trait Resource: Send + Sync {
     async fn update(&self, cx: &Cx, live: &Live) -> Result<Live>;
     /// Deletes the object; returns false when it was already gone.
     async fn delete(&self, cx: &Cx, rec: Option<&Record>) -> Result<bool>;
+    /// `down`: why this object stays instead (it holds data that the run
+    /// was not told to delete), or `None` to delete it. What is kept keeps
+    /// its record, so a later `up` takes it up again.
+    async fn keep(&self, _cx: &Cx, _rec: Option<&Record>) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// False when the stack's options leave this resource out (e.g. the
     /// network with `--no-vpc`): `up` deletes it if it exists, `plan` and
     /// `status` report it as to be deleted. `read` is still called to find it.

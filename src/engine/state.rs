@@ -15,7 +15,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub const STATE_VERSION: u32 = 1;
+/// 2: the stack's settings are recorded (`settings`). A version-1 file is
+/// read as one without them; an older webhook-deploy refuses a version-2
+/// file instead of reverting its settings.
+pub const STATE_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct State {
@@ -28,6 +31,10 @@ pub struct State {
     pub suffix: String,
     pub region: String,
     pub account: String,
+    /// The stack's own settings, as its definition records them (key →
+    /// value); `None` in a file written before settings were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub resources: BTreeMap<String, Record>,
 }
@@ -41,6 +48,7 @@ impl State {
             suffix: suffix.into(),
             region: region.into(),
             account: account.into(),
+            settings: None,
             resources: BTreeMap::new(),
         }
     }

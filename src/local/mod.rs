@@ -53,14 +53,7 @@ async fn connect(cli: &Cli) -> Result<Clients> {
 }
 
 fn settings(cli: &Cli, aws: &Clients, opts: stack::StackOptions) -> Settings {
-    Settings::new(
-        &cli.common.suffix,
-        aws,
-        stack::StackOptions {
-            api_key_required: !cli.api.no_api_key,
-            ..opts
-        },
-    )
+    Settings::new(&cli.common.suffix, aws, opts)
 }
 
 /// The spec of one function as the stack would deploy it.
@@ -323,7 +316,12 @@ pub async fn local(cli: &Cli, opts: stack::StackOptions, port: u16) -> Result<u8
             bucket_name: s.bucket_name(),
             signature: s.opts.signature.as_str().into(),
             api_key_required: s.opts.api_key_required,
-            signing_secret_env: cli.compute.signing_secret_env.clone(),
+            signing_secret_env: s
+                .opts
+                .signing_secret
+                .as_ref()
+                .and_then(|x| x.source.strip_prefix('$'))
+                .map(str::to_string),
         },
         0o644,
     )?;

@@ -5,7 +5,7 @@
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Live, Record, Resource};
 use crate::layout;
-use crate::resources::{is_code, tags_drift};
+use crate::resources::{is_code, owner_of, tags_drift};
 use crate::stack::{ids, Function, Settings, STAGE};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -455,6 +455,7 @@ impl Resource for MetricAlarm {
             &a.alarm_description(),
         );
         d.extend(tags_drift(&self.tags(cx), &tags));
+        live.owner = owner_of(&tags);
         Ok(Some(live))
     }
 

@@ -3,13 +3,13 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Drift, Live, Record, Resource};
-use crate::resources::{found, is_code, read_details, retry_while, tags_drift};
+use crate::resources::{found, is_code, owner_of, read_details, retry_while, tags_drift};
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
-    ScalarAttributeType, SseSpecification, SseStatus, StreamSpecification, StreamViewType,
+    ScalarAttributeType, Select, SseSpecification, SseStatus, StreamSpecification, StreamViewType,
     TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use serde_json::json;
@@ -64,6 +64,7 @@ impl Resource for EventsTable {
             "name": cx.stack.table_name(),
             "key": KEY,
             "billing_mode": "PAY_PER_REQUEST",
+            "deletion_protection": true,
             "point_in_time_recovery": true,
             "sse": true,
             "stream": "NEW_AND_OLD_IMAGES",
@@ -95,6 +96,7 @@ impl Resource for EventsTable {
                     .build()?,
             )
             .billing_mode(BillingMode::PayPerRequest)
+            .deletion_protection_enabled(true)
             .sse_specification(SseSpecification::builder().enabled(true).build())
             .stream_specification(
                 StreamSpecification::builder()
@@ -152,6 +154,10 @@ impl Resource for EventsTable {
                     table_update = table_update.billing_mode(BillingMode::PayPerRequest);
                     needs_table_update = true;
                 }
+                "deletion_protection" => {
+                    table_update = table_update.deletion_protection_enabled(true);
+                    needs_table_update = true;
+                }
                 "sse" => {
                     table_update = table_update
                         .sse_specification(SseSpecification::builder().enabled(true).build());
@@ -195,9 +201,60 @@ impl Resource for EventsTable {
         Ok(after)
     }
 
+    /// The events of a payment system: an empty table goes with `down`, one
+    /// with items only with `--delete-data`.
+    async fn keep(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<String>> {
+        if cx.stack.opts.delete_data {
+            return Ok(None);
+        }
+        let name = cx.stack.table_name();
+        // One item is enough to know; `Limit` bounds the read on a big table.
+        let answer = cx
+            .aws
+            .dynamodb
+            .scan()
+            .table_name(&name)
+            .limit(1)
+            .select(Select::Count)
+            .send()
+            .await;
+        let Some(page) = found(answer, &["ResourceNotFoundException"], "dynamodb:Scan")? else {
+            return Ok(None);
+        };
+        Ok((page.count() > 0 || page.last_evaluated_key().is_some())
+            .then(|| format!("table {name} holds events")))
+    }
+
     async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
         let db = &cx.aws.dynamodb;
         let name = cx.stack.table_name();
+        // Deletion protection guards the table against everything but this
+        // run, which has established that it is empty or was told to
+        // delete its data.
+        let table = found(
+            db.describe_table().table_name(&name).send().await,
+            &["ResourceNotFoundException"],
+            "dynamodb:DescribeTable",
+        )?;
+        let Some(table) = table else {
+            return Ok(false);
+        };
+        if table
+            .table()
+            .and_then(|t| t.deletion_protection_enabled())
+            .unwrap_or(false)
+        {
+            if table.table().and_then(|t| t.table_status()) != Some(&TableStatus::Active) {
+                wait_active(cx, "waiting for the table to become ACTIVE").await?;
+            }
+            db.update_table()
+                .table_name(&name)
+                .deletion_protection_enabled(false)
+                .send()
+                .await
+                .context("dynamodb:UpdateTable (deletion protection off) failed")?;
+            wait_active(cx, "waiting for deletion protection to be turned off").await?;
+        }
         let mut waited_for_active = false;
         loop {
             match db.delete_table().table_name(&name).send().await {
@@ -308,6 +365,12 @@ impl EventsTable {
             .map(|b| b.as_str().to_string())
             .unwrap_or_else(|| "PROVISIONED".into());
         check(d, "billing_mode", &"PAY_PER_REQUEST".to_string(), &billing);
+        check(
+            d,
+            "deletion_protection",
+            &true,
+            &t.deletion_protection_enabled().unwrap_or(false),
+        );
         let sse = t
             .sse_description()
             .and_then(|s| s.status())
@@ -355,6 +418,7 @@ impl EventsTable {
             .map(|t| (t.key().to_string(), t.value().to_string()))
             .collect();
         d.extend(tags_drift(&self.tags(cx), &have_tags));
+        l.owner = owner_of(&have_tags);
         Ok(Some(l))
     }
 

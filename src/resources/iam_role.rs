@@ -3,7 +3,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{Drift, Live, Record, Resource};
-use crate::resources::{found, is_code, read_details, tags_drift};
+use crate::resources::{found, is_code, owner_of, read_details, tags_drift};
 use crate::stack::{ids, role_policy, stream_policy, Function};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -46,8 +46,12 @@ impl FunctionRole {
         role_policy(&cx.stack, self.function)
     }
 
+    /// Role names are global to the account: the region tag tells this
+    /// stack's roles from those of the same suffix in another region.
     fn tags(&self, cx: &Cx) -> BTreeMap<String, String> {
-        cx.stack.tags(&self.id, &self.name(cx))
+        let mut tags = cx.stack.tags(&self.id, &self.name(cx));
+        tags.insert(crate::stack::TAG_REGION.into(), cx.stack.region.clone());
+        tags
     }
 
     fn live(&self, cx: &Cx, arn: &str) -> Live {
@@ -245,6 +249,7 @@ impl FunctionRole {
             .map(|t| (t.key().to_string(), t.value().to_string()))
             .collect();
         live.drift.extend(tags_drift(&self.tags(cx), &have_tags));
+        live.owner = owner_of(&have_tags);
         Ok(Some(live))
     }
 

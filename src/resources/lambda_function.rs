@@ -11,7 +11,8 @@
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Drift, Live, Record, Resource};
 use crate::lambdas;
-use crate::resources::{found, is_code, retry_iam_propagation, tags_drift};
+use crate::resources::{found, is_code, owner_of, retry_iam_propagation, tags_drift};
+use crate::settings;
 use crate::stack::{ids, Function, Signature};
 use anyhow::{anyhow, bail, Context, Result};
 use async_trait::async_trait;
@@ -119,8 +120,13 @@ impl LambdaFunction {
         cx.stack.opts.timeout_s[self.function.index()]
     }
 
+    /// The stack's tags; on the receiver also the recorded settings.
     fn tags(&self, cx: &Cx) -> BTreeMap<String, String> {
-        cx.stack.tags(&self.id, &self.name(cx))
+        let mut tags = cx.stack.tags(&self.id, &self.name(cx));
+        if self.function == Function::Receiver {
+            tags.extend(settings::to_tags(&cx.stack.opts.recorded));
+        }
+        tags
     }
 
     fn role_arn(&self, cx: &Cx) -> Result<String> {
@@ -315,7 +321,13 @@ impl LambdaFunction {
         let have_tags: BTreeMap<String, String> = tags
             .map(|t| t.clone().into_iter().collect())
             .unwrap_or_default();
-        d.extend(tags_drift(&self.tags(cx), &have_tags));
+        let want_tags = self.tags(cx);
+        d.extend(tags_drift(&want_tags, &have_tags));
+        // A setting back at its default leaves its tag behind otherwise.
+        let stale = stale_setting_tags(&want_tags, &have_tags);
+        if !stale.is_empty() {
+            d.push(Drift::new("setting_tags", "(none)", stale.join(",")));
+        }
         Ok(d)
     }
 
@@ -507,6 +519,11 @@ impl Resource for LambdaFunction {
             .unwrap_or_else(|p| p.into_inner()) = is_ready;
         let mut live = self.live(cx, c.function_arn().unwrap_or_default());
         live.drift = self.drift(cx, c, out.tags())?;
+        live.owner = owner_of(
+            &out.tags()
+                .map(|t| t.clone().into_iter().collect())
+                .unwrap_or_default(),
+        );
         Ok(Some(live))
     }
 
@@ -580,7 +597,10 @@ impl Resource for LambdaFunction {
             self.wait_ready(cx, "an earlier change").await?;
         }
         let fields: Vec<&str> = live.drift.iter().map(|d| d.field.as_str()).collect();
-        if fields.iter().any(|f| !matches!(*f, "code" | "tags")) {
+        if fields
+            .iter()
+            .any(|f| !matches!(*f, "code" | "tags" | "setting_tags"))
+        {
             self.put_config(cx).await?;
         }
         if fields.contains(&"code") {
@@ -595,6 +615,16 @@ impl Resource for LambdaFunction {
                 .send()
                 .await
                 .context("lambda:TagResource failed")?;
+        }
+        if let Some(stale) = live.drift.iter().find(|d| d.field == "setting_tags") {
+            cx.aws
+                .lambda
+                .untag_resource()
+                .resource(&arn)
+                .set_tag_keys(Some(stale.have.split(',').map(str::to_string).collect()))
+                .send()
+                .await
+                .context("lambda:UntagResource failed")?;
         }
         Ok(self.live(cx, &arn))
     }
@@ -613,6 +643,42 @@ impl Resource for LambdaFunction {
             Err(e) => Err(e).context("lambda:DeleteFunction failed"),
         }
     }
+}
+
+/// Setting tags on the function that the stack no longer records.
+fn stale_setting_tags(
+    want: &BTreeMap<String, String>,
+    have: &BTreeMap<String, String>,
+) -> Vec<String> {
+    have.keys()
+        .filter(|k| k.starts_with(settings::TAG_PREFIX) && !want.contains_key(*k))
+        .cloned()
+        .collect()
+}
+
+/// The settings recorded on the stack's deployed receiver (a lost state
+/// file's settings); `None` when there is no receiver, or it is not this
+/// stack's.
+pub async fn recorded_settings(
+    aws: &crate::aws::Clients,
+    s: &crate::stack::Settings,
+) -> Result<Option<settings::Recorded>> {
+    let answer = aws
+        .lambda
+        .get_function()
+        .function_name(s.function_name(Function::Receiver))
+        .send()
+        .await;
+    let Some(out) = found(answer, &["ResourceNotFoundException"], "lambda:GetFunction")? else {
+        return Ok(None);
+    };
+    let Some(tags) = out.tags() else {
+        return Ok(None);
+    };
+    if tags.get(crate::stack::TAG_STACK) != Some(&s.suffix) {
+        return Ok(None);
+    }
+    Ok(Some(settings::from_tags(tags)))
 }
 
 /// The receiver's signing secret as deployed (for `outputs --show-secrets`);

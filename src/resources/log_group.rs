@@ -1,8 +1,9 @@
 //! CloudWatch Logs log group with a retention period.
 
 use crate::engine::context::Cx;
+use crate::engine::resource::Owner;
 use crate::engine::resource::{check, Live, Record, Resource};
-use crate::resources::{is_code, read_details, tags_drift};
+use crate::resources::{is_code, owner_of, read_details, tags_drift};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use serde_json::json;
@@ -91,6 +92,12 @@ impl Resource for LogGroup {
             &retention,
         );
         live.drift.extend(tags_drift(&self.tags(cx), &have_tags));
+        // Lambda itself creates an untagged `/aws/lambda/<function>` when
+        // the function logs (a late line after `down`): ours to adopt.
+        live.owner = match owner_of(&have_tags) {
+            Owner::Untagged => Owner::Unknown,
+            o => o,
+        };
         Ok(Some(live))
     }
 

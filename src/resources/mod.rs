@@ -16,6 +16,7 @@ pub mod usage_plan;
 pub mod vpc;
 
 use crate::engine::context::Cx;
+use crate::engine::resource::Owner;
 use anyhow::Context as _;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::collections::BTreeMap;
@@ -152,6 +153,19 @@ fn is_iam_propagation<E: ProvideErrorMetadata>(e: &E) -> bool {
                 // CreateEventSourceMapping before the stream-read policy propagated.
                 || m.contains("Please ensure the role can perform")
         })
+}
+
+/// Whose an object is, by its stack tag (and, on objects whose names are
+/// global to the account, its region tag).
+pub fn owner_of(have: &BTreeMap<String, String>) -> Owner {
+    match (
+        have.get(crate::stack::TAG_STACK),
+        have.get(crate::stack::TAG_REGION),
+    ) {
+        (None, _) => Owner::Untagged,
+        (Some(s), None) => Owner::Stack(s.clone()),
+        (Some(s), Some(r)) => Owner::Stack(format!("{s}@{r}")),
+    }
 }
 
 /// Compares tags: a key we set that is missing or has another value.

@@ -4,7 +4,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Live, Record, Resource};
-use crate::resources::{is_code, retry_while, tags_drift};
+use crate::resources::{is_code, owner_of, retry_while, tags_drift};
 use crate::stack::{ids, Function, WEBHOOK_PATH_PART};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -208,6 +208,7 @@ impl Resource for RestApi {
         );
         live.drift
             .extend(tags_drift(&self.tags(cx), &tag_map(api.tags())));
+        live.owner = owner_of(&tag_map(api.tags()));
         Ok(Some(live))
     }
 

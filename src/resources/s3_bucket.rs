@@ -3,7 +3,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Drift, Live, Record, Resource};
-use crate::resources::{is_code, read_details, tags_drift};
+use crate::resources::{is_code, owner_of, read_details, tags_drift};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::types::{
@@ -273,6 +273,7 @@ impl Resource for ArchiveBucket {
             Err(e) => return Err(e).context("s3:GetBucketTagging failed"),
         };
         d.extend(tags_drift(&self.tags(cx), &have_tags));
+        l.owner = owner_of(&have_tags);
         Ok(Some(l))
     }
 
@@ -331,6 +332,42 @@ impl Resource for ArchiveBucket {
         Ok(Self::live(cx))
     }
 
+    /// The archive: an empty bucket goes with `down`, one with objects (any
+    /// version) only with `--delete-data`.
+    async fn keep(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<String>> {
+        if cx.stack.opts.delete_data {
+            return Ok(None);
+        }
+        let b = cx.stack.bucket_name();
+        // Delete markers alone are no data; the first version is. (The SDK
+        // has no paginator for ListObjectVersions: it pages by two markers.)
+        let (mut key, mut version) = (None, None);
+        loop {
+            let page = cx
+                .aws
+                .s3
+                .list_object_versions()
+                .bucket(&b)
+                .set_key_marker(key)
+                .set_version_id_marker(version)
+                .send()
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) if is_code(&e, &["NoSuchBucket"]) => return Ok(None),
+                Err(e) => return Err(e).context("s3:ListObjectVersions failed"),
+            };
+            if !page.versions().is_empty() {
+                return Ok(Some(format!("bucket {b} holds objects")));
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(None);
+            }
+            key = page.next_key_marker().map(str::to_string);
+            version = page.next_version_id_marker().map(str::to_string);
+        }
+    }
+
     async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
         let s3 = &cx.aws.s3;
         let b = cx.stack.bucket_name();
@@ -348,7 +385,7 @@ impl Resource for ArchiveBucket {
             Err(e) if is_code(&e, &["NoSuchBucketPolicy", "NoSuchBucket"]) => {}
             Err(e) => return Err(e).context("s3:DeleteBucketPolicy failed"),
         }
-        let removed = self.empty(cx).await?;
+        let removed = self.empty(cx, cx.stack.opts.delete_data).await?;
         if removed > 0 {
             cx.say(format!(
                 "emptied {removed} object versions and delete markers"
@@ -388,8 +425,10 @@ fn lenient_versioning_status(
 }
 
 impl ArchiveBucket {
-    /// Deletes every object version and delete marker, 1000 per call.
-    async fn empty(&self, cx: &Cx) -> Result<usize> {
+    /// Deletes every delete marker and, with `data`, every object version,
+    /// 1000 per call. Without `data` an object version stops it: one arrived
+    /// after `keep` found none, and it is not this run's to delete.
+    async fn empty(&self, cx: &Cx, data: bool) -> Result<usize> {
         let s3 = &cx.aws.s3;
         let b = cx.stack.bucket_name();
         let mut removed = 0;
@@ -401,6 +440,11 @@ impl ArchiveBucket {
                 .send()
                 .await
                 .context("s3:ListObjectVersions failed")?;
+            if !data && !page.versions().is_empty() {
+                anyhow::bail!(
+                    "bucket {b} received objects while down ran; it is kept: run down again, with --delete-data to delete them"
+                );
+            }
             let ids: Vec<ObjectIdentifier> = page
                 .versions()
                 .iter()

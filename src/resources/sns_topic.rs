@@ -3,7 +3,7 @@
 
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Live, Record, Resource};
-use crate::resources::{found, is_code, read_details, tags_drift};
+use crate::resources::{found, is_code, owner_of, read_details, tags_drift};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use aws_sdk_sns::types::Tag;
@@ -176,6 +176,7 @@ impl Resource for AlarmTopic {
             &have,
         );
         live.drift.extend(tags_drift(&self.tags(cx), &have_tags));
+        live.owner = owner_of(&have_tags);
         Ok(Some(live))
     }
 

@@ -6,7 +6,7 @@
 use crate::engine::context::Cx;
 use crate::engine::resource::{check, Live, Record, Resource};
 use crate::resources::rest_api::{api_id, patch, tag_map, NOT_FOUND};
-use crate::resources::{is_code, tags_drift};
+use crate::resources::{is_code, owner_of, tags_drift};
 use crate::stack::{ids, STAGE};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -163,6 +163,7 @@ impl Resource for UsagePlan {
             &t.map(|t| t.burst_limit()),
         );
         d.extend(tags_drift(&self.tags(cx), &tag_map(p.tags())));
+        live.owner = owner_of(&tag_map(p.tags()));
         Ok(Some(live))
     }
 
@@ -334,6 +335,7 @@ impl Resource for ApiKey {
         check(&mut live.drift, "enabled", &true, &k.enabled());
         live.drift
             .extend(tags_drift(&self.tags(cx), &tag_map(k.tags())));
+        live.owner = owner_of(&tag_map(k.tags()));
         Ok(Some(live))
     }
 

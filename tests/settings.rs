@@ -1,0 +1,517 @@
+//! Settings that stay and data that survives `down`, against moto through
+//! the recording proxy: a bare `up` after a flagged one changes nothing,
+//! even with the state file gone; `down` keeps a table or bucket that holds
+//! data until `--delete-data`.
+
+mod support;
+
+use serde_json::Value;
+use support::cli::Env;
+use support::inventory::{count_tagged, nothing, one_stack_with};
+
+const TABLE: &str = "webhook-events-s1";
+const BUCKET: &str = "webhook-archive-s1-123456789012-us-east-1";
+const RECEIVER: &str = "webhook-receiver-s1";
+
+/// The flags of the issue's operator, without the network (faster, and
+/// `--no-vpc` is a setting too).
+const FLAGS: &[&str] = &[
+    "--no-vpc",
+    "--no-api-key",
+    "--signature",
+    "stripe",
+    "--alarm-email",
+    "oncall@example.com",
+    "--memory",
+    "processor=1024",
+    "--throttle-rate",
+    "500",
+];
+
+fn json(out: &support::cli::Out) -> Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+fn setting<'a>(doc: &'a Value, key: &str) -> &'a Value {
+    doc["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == key)
+        .unwrap_or_else(|| panic!("no setting {key}: {doc:#}"))
+}
+
+/// What the deployed stack says of the settings, read with the SDK.
+async fn deployed(env: &Env) -> (Option<i32>, String, Vec<String>) {
+    let conf = env.sdk().await;
+    let lambda = aws_sdk_lambda::Client::new(&conf);
+    let processor = lambda
+        .get_function_configuration()
+        .function_name("event-processor-s1")
+        .send()
+        .await
+        .unwrap();
+    let receiver = lambda
+        .get_function_configuration()
+        .function_name(RECEIVER)
+        .send()
+        .await
+        .unwrap();
+    let scheme = receiver
+        .environment()
+        .and_then(|e| e.variables())
+        .and_then(|v| v.get("SIGNATURE_SCHEME"))
+        .cloned()
+        .unwrap_or_default();
+    let sns = aws_sdk_sns::Client::new(&conf);
+    let mut emails = Vec::new();
+    for t in sns.list_topics().send().await.unwrap().topics() {
+        let subs = sns
+            .list_subscriptions_by_topic()
+            .topic_arn(t.topic_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        emails.extend(
+            subs.subscriptions()
+                .iter()
+                .filter(|s| s.protocol() == Some("email"))
+                .filter_map(|s| s.endpoint().map(str::to_string)),
+        );
+    }
+    (processor.memory_size(), scheme, emails)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_stay_until_changed_and_survive_a_lost_state_file() {
+    let env = Env::start("s1");
+    let mut first = vec!["up"];
+    first.extend_from_slice(FLAGS);
+    let out = env.run(&first);
+    assert_eq!(out.code, 0, "{out:?}");
+    let want = (
+        Some(1024),
+        "stripe".to_string(),
+        vec!["oncall@example.com".to_string()],
+    );
+    assert_eq!(deployed(&env).await, want);
+
+    // The teammate's runbook: a bare up changes nothing, not even the file.
+    let state_before = std::fs::read_to_string(env.state_file()).unwrap();
+    env.proxy.clear();
+    let bare = env.run(&["up"]);
+    assert_eq!(bare.code, 0, "{bare:?}");
+    assert_eq!(
+        env.proxy.mutating_operations(),
+        Vec::<String>::new(),
+        "{bare:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.state_file()).unwrap(),
+        state_before
+    );
+    for cmd in ["status", "plan"] {
+        let out = env.run(&[cmd]);
+        assert_eq!(out.code, 0, "{cmd} after a bare up: {out:?}");
+    }
+
+    // `settings` says where each value comes from.
+    let s = env.run(&["settings", "--output", "json"]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let doc = json(&s);
+    assert_eq!(setting(&doc, "api-key")["value"], "off");
+    assert_eq!(setting(&doc, "api-key")["source"], "recorded");
+    assert_eq!(setting(&doc, "memory.processor")["value"], "1024");
+    assert_eq!(setting(&doc, "memory.receiver")["source"], "default");
+    let with_flag = json(&env.run(&["settings", "--output", "json", "--timeout", "60"]));
+    assert_eq!(setting(&with_flag, "timeout.receiver")["source"], "flag");
+    assert_eq!(setting(&with_flag, "timeout.receiver")["value"], "60");
+    let text = env.run(&["settings"]);
+    assert!(
+        text.stdout.contains("signature")
+            && text.stdout.contains("stripe")
+            && text.stdout.contains("recorded"),
+        "{text:?}"
+    );
+    assert!(!text.stdout.contains("whsec_") && !state_before.contains("whsec_"));
+
+    // State is a cache: with the file gone the settings come back from AWS.
+    std::fs::remove_file(env.state_file()).unwrap();
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 0, "status without a state file: {status:?}");
+    let plan = env.run(&["plan"]);
+    assert!(
+        !plan.stdout.contains("Settings:"),
+        "no setting changes without the state file: {plan:?}"
+    );
+    env.proxy.clear();
+    let rebuilt = env.run(&["up"]);
+    assert_eq!(rebuilt.code, 0, "{rebuilt:?}");
+    assert_eq!(
+        env.proxy.mutating_operations(),
+        Vec::<String>::new(),
+        "a bare up without the state file: {rebuilt:?}"
+    );
+    assert_eq!(deployed(&env).await, want);
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_file()).unwrap()).unwrap();
+    assert_eq!(st["settings"]["signature"], "stripe", "{st:#}");
+    assert_eq!(st["version"], 2);
+
+    // Back to a default, one flag each: the plan names the setting.
+    let plan = env.run(&["plan", "--api-key", "--no-alarm-email"]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    assert!(plan.stdout.contains("Settings:"), "{plan:?}");
+    assert!(
+        plan.stdout.contains("api-key") && plan.stdout.contains("off -> on"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout.contains("alarm-email") && plan.stdout.contains("oncall@example.com -> (none)"),
+        "{plan:?}"
+    );
+    let back = env.run(&["up", "--api-key", "--no-alarm-email", "--memory", "512"]);
+    assert_eq!(back.code, 0, "{back:?}");
+    assert_eq!(
+        deployed(&env).await,
+        (Some(512), "stripe".to_string(), vec![])
+    );
+    // The defaults are no longer recorded anywhere, tags included.
+    std::fs::remove_file(env.state_file()).unwrap();
+    let doc = json(&env.run(&["settings", "--output", "json"]));
+    assert_eq!(setting(&doc, "api-key")["source"], "default", "{doc:#}");
+    assert_eq!(setting(&doc, "signature")["source"], "recorded", "{doc:#}");
+    assert_eq!(
+        setting(&doc, "alarm-email")["value"],
+        Value::Null,
+        "{doc:#}"
+    );
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 0, "{status:?}");
+}
+
+#[test]
+fn contradictory_or_invalid_setting_flags_change_nothing() {
+    let env = Env::start("s2");
+    for args in [
+        &["up", "--api-key", "--no-api-key"][..],
+        &["up", "--vpc", "--no-vpc"],
+        &["up", "--alarm-email", "a@example.com", "--no-alarm-email"],
+        &["up", "--memory", "processor=64"],
+        &["up", "--throttle-rate", "-1"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        assert_eq!(
+            out.stderr
+                .trim()
+                .lines()
+                .next()
+                .map(|l| l.starts_with("error:")),
+            Some(true),
+            "{out:?}"
+        );
+    }
+    assert!(env.proxy.calls().is_empty(), "{:?}", env.proxy.calls());
+    assert!(!env.state_file().exists());
+
+    // A record this version cannot read is refused before any call.
+    std::fs::write(
+        env.state_file(),
+        r#"{"version": 2, "lineage": "l", "serial": 1, "suffix": "s2",
+            "region": "us-east-1", "account": "123456789012",
+            "settings": {"vpc": "sometimes"}, "resources": {}}"#,
+    )
+    .unwrap();
+    let out = env.run(&["up"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("recorded setting vpc=\"sometimes\" is invalid"),
+        "{out:?}"
+    );
+    assert!(env.proxy.mutating_calls().is_empty());
+}
+
+/// Puts one event in the table and one object in the archive (the
+/// deny-non-TLS policy, which moto applies to plain HTTP, lifted meanwhile).
+async fn put_data(env: &Env) {
+    let conf = env.sdk().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    ddb.put_item()
+        .table_name(TABLE)
+        .item(
+            "eventId",
+            aws_sdk_dynamodb::types::AttributeValue::S("evt_1".into()),
+        )
+        .item(
+            "status",
+            aws_sdk_dynamodb::types::AttributeValue::S("processed".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let s3 = support::s3_client(&conf);
+    let policy = s3.get_bucket_policy().bucket(BUCKET).send().await.unwrap();
+    s3.delete_bucket_policy()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket(BUCKET)
+        .key("events/2026/12/02/evt_1.json")
+        .body(b"{}".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    s3.put_bucket_policy()
+        .bucket(BUCKET)
+        .policy(policy.policy().unwrap())
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn down_keeps_the_table_and_archive_that_hold_data_until_asked() {
+    let env = Env::start("s1");
+    let out = env.run(&["up", "--no-vpc"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let conf = env.sdk().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    let t = ddb.describe_table().table_name(TABLE).send().await.unwrap();
+    assert_eq!(t.table().unwrap().deletion_protection_enabled(), Some(true));
+
+    // Protection turned off out of band is drift, and up puts it back.
+    ddb.update_table()
+        .table_name(TABLE)
+        .deletion_protection_enabled(false)
+        .send()
+        .await
+        .unwrap();
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 2, "{status:?}");
+    assert!(status.stdout.contains("deletion_protection"), "{status:?}");
+    assert_eq!(env.run(&["up"]).code, 0);
+    assert_eq!(env.run(&["status"]).code, 0);
+
+    put_data(&env).await;
+    let down = env.run(&["down", "--yes"]);
+    assert_eq!(down.code, 0, "{down:?}");
+    assert!(down.stderr.contains("2 kept"), "{down:?}");
+    assert!(
+        down.stderr.contains(&format!("table {TABLE} holds events"))
+            && down
+                .stderr
+                .contains(&format!("bucket {BUCKET} holds objects")),
+        "{down:?}"
+    );
+    assert!(
+        down.stderr
+            .contains("webhook-deploy down --suffix s1 --delete-data"),
+        "{down:?}"
+    );
+    let item = ddb
+        .get_item()
+        .table_name(TABLE)
+        .key(
+            "eventId",
+            aws_sdk_dynamodb::types::AttributeValue::S("evt_1".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(item.item().is_some(), "the event is gone");
+    let s3 = support::s3_client(&conf);
+    // (Listed, not read: moto applies the deny-non-TLS policy to plain HTTP.)
+    let versions = s3
+        .list_object_versions()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        versions
+            .versions()
+            .iter()
+            .filter_map(|v| v.key())
+            .collect::<Vec<_>>(),
+        ["events/2026/12/02/evt_1.json"],
+        "the archived event is gone"
+    );
+    let mut kept = nothing();
+    kept.insert("tables", 1);
+    kept.insert("buckets", 1);
+    assert_eq!(count_tagged(&conf, "s1").await, kept);
+
+    // A later up takes up what was kept: no duplicate, nothing lost.
+    let up = env.run(&["up"]);
+    assert_eq!(up.code, 0, "{up:?}");
+    assert_eq!(count_tagged(&conf, "s1").await, one_stack_with(false));
+    assert!(ddb
+        .get_item()
+        .table_name(TABLE)
+        .key(
+            "eventId",
+            aws_sdk_dynamodb::types::AttributeValue::S("evt_1".into())
+        )
+        .send()
+        .await
+        .unwrap()
+        .item()
+        .is_some());
+
+    // Asked for in words: the data goes, and with it everything.
+    let all = env.run(&["down", "--yes", "--delete-data"]);
+    assert_eq!(all.code, 0, "{all:?}");
+    assert!(!all.stderr.contains("kept"), "{all:?}");
+    assert_eq!(count_tagged(&conf, "s1").await, nothing());
+    assert!(ddb.describe_table().table_name(TABLE).send().await.is_err());
+    assert!(s3.head_bucket().bucket(BUCKET).send().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_objects_tagged_for_this_stack_are_adopted() {
+    let env = Env::start("s3");
+    let conf = env.sdk().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Tag,
+    };
+    let table = |tags: Vec<Tag>| {
+        ddb.create_table()
+            .table_name("webhook-events-s3")
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("eventId")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("eventId")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_tags(Some(tags))
+            .send()
+    };
+    // Someone else's table that merely has the name.
+    table(vec![]).await.unwrap();
+    let out = env.run(&["up", "--no-vpc"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("webhook-events-s3 exists without a webhook-deploy:stack tag")
+            && out.stderr.contains("--adopt-untagged"),
+        "{out:?}"
+    );
+    assert_eq!(
+        env.proxy.mutating_operations(),
+        Vec::<String>::new(),
+        "{out:?}"
+    );
+    let status = env.run(&["status", "--no-vpc"]);
+    assert_eq!(status.code, 1, "{status:?}");
+
+    // Said in words: taken over, and tagged as this stack's.
+    let out = env.run(&["up", "--no-vpc", "--adopt-untagged"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let tags = ddb
+        .list_tags_of_resource()
+        .resource_arn("arn:aws:dynamodb:us-east-1:123456789012:table/webhook-events-s3")
+        .send()
+        .await
+        .unwrap();
+    assert!(tags
+        .tags()
+        .iter()
+        .any(|t| t.key() == "webhook-deploy:stack" && t.value() == "s3"));
+    assert_eq!(env.run(&["down", "--yes"]).code, 0);
+
+    // Another stack's table is never taken, whatever the flags.
+    table(vec![Tag::builder()
+        .key("webhook-deploy:stack")
+        .value("other")
+        .build()
+        .unwrap()])
+    .await
+    .unwrap();
+    std::fs::remove_file(env.state_file()).unwrap();
+    env.proxy.clear();
+    let out = env.run(&["up", "--no-vpc", "--adopt-untagged"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("belongs to stack other"), "{out:?}");
+    assert_eq!(
+        env.proxy.mutating_operations(),
+        Vec::<String>::new(),
+        "{out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_of_the_same_suffix_in_another_region_is_not_taken_over() {
+    let env = Env::start("s4");
+    let out = env.run(&["up", "--no-vpc"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let iam = aws_sdk_iam::Client::new(&env.sdk().await);
+    let role = iam
+        .get_role()
+        .role_name("webhook-receiver-role-s4")
+        .send()
+        .await
+        .unwrap();
+    assert!(role
+        .role()
+        .unwrap()
+        .tags()
+        .iter()
+        .any(|t| t.key() == "webhook-deploy:region" && t.value() == "us-east-1"));
+    let policy_before = iam
+        .get_role_policy()
+        .role_name("webhook-receiver-role-s4")
+        .policy_name("webhook-deploy")
+        .send()
+        .await
+        .map(|p| p.policy_document().to_string())
+        .ok();
+
+    // The same suffix in us-west-2 finds the us-east-1 stack's roles by
+    // name (IAM is global) and leaves them alone.
+    let west = tempfile::tempdir().unwrap();
+    env.proxy.clear();
+    let mut c = support::deployer(&env.proxy.endpoint(), west.path());
+    c.args(["--state-dir"]).arg(west.path()).args([
+        "--suffix",
+        "s4",
+        "--region",
+        "us-west-2",
+        "up",
+        "--no-vpc",
+    ]);
+    let out = support::cli::run(c);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("belongs to stack s4@us-east-1"),
+        "{out:?}"
+    );
+    assert_eq!(
+        env.proxy.mutating_operations(),
+        Vec::<String>::new(),
+        "{out:?}"
+    );
+    let policy_after = iam
+        .get_role_policy()
+        .role_name("webhook-receiver-role-s4")
+        .policy_name("webhook-deploy")
+        .send()
+        .await
+        .map(|p| p.policy_document().to_string())
+        .ok();
+    assert_eq!(policy_before, policy_after);
+    assert_eq!(env.run(&["status", "--no-vpc"]).code, 0);
+}
