@@ -154,7 +154,9 @@ pub(crate) fn email(s: &str) -> Result<String, String> {
     let ok = s
         .split_once('@')
         .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'))
-        && !s.contains(char::is_whitespace);
+        // It is also recorded as a tag value, whose characters AWS limits.
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || "+-=._:/@".contains(c));
     if ok {
         Ok(s.to_string())
     } else {

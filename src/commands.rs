@@ -88,7 +88,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         Mode::Plan => None,
     };
     let prior = state::load(&paths.file)?;
-    let flags = settings::flags(&cli.api, &cli.compute);
+    let flags = settings::flags(&cli.api, &cli.compute)?;
     let prepared = Clients::prepare(&ConnectOptions::from(c)).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let build = |who: &Identity, state: State, resolved: &Resolved, held: bool| {
@@ -321,7 +321,7 @@ fn local_options(cli: &Cli, paths: &StatePaths) -> Result<stack::StackOptions> {
     let recorded = state::load(&paths.file)?
         .and_then(|s| s.settings)
         .unwrap_or_default();
-    let resolved = settings::resolve(&recorded, &settings::flags(&cli.api, &cli.compute))?;
+    let resolved = settings::resolve(&recorded, &settings::flags(&cli.api, &cli.compute)?)?;
     stack_options(cli, &resolved, Mode::Up)
 }
 
@@ -346,7 +346,7 @@ async fn show_settings(cli: &Cli, paths: &StatePaths) -> Result<u8> {
             (r, "the deployed receiver's tags".to_string())
         }
     };
-    let resolved = settings::resolve(&recorded, &settings::flags(&cli.api, &cli.compute))?;
+    let resolved = settings::resolve(&recorded, &settings::flags(&cli.api, &cli.compute)?)?;
     match c.output {
         Output::Json => {
             let doc = json!({

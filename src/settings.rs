@@ -104,7 +104,27 @@ pub struct Resolved {
 }
 
 /// The settings this run's flags give: key → value (`None`: back to unset).
-pub fn flags(api: &ApiArgs, compute: &ComputeArgs) -> Vec<(String, Option<String>)> {
+/// Opposite flags are refused (clap checks them only within one side of
+/// the subcommand's name, and these flags go on either side).
+pub fn flags(api: &ApiArgs, compute: &ComputeArgs) -> Result<Vec<(String, Option<String>)>> {
+    for (both, a, b) in [
+        (api.api_key && api.no_api_key, "--api-key", "--no-api-key"),
+        (compute.vpc && compute.no_vpc, "--vpc", "--no-vpc"),
+        (
+            api.alarm_email.is_some() && api.no_alarm_email,
+            "--alarm-email",
+            "--no-alarm-email",
+        ),
+        (
+            compute.signing_secret_env.is_some() && compute.no_signing_secret_env,
+            "--signing-secret-env",
+            "--no-signing-secret-env",
+        ),
+    ] {
+        if both {
+            bail!("{a} and {b} contradict each other: give one of them");
+        }
+    }
     let mut out = Vec::new();
     let mut flag = |k: &str, v: Option<String>| out.push((k.to_string(), v));
     if api.no_api_key || api.api_key {
@@ -147,7 +167,7 @@ pub fn flags(api: &ApiArgs, compute: &ComputeArgs) -> Vec<(String, Option<String
     if api.no_alarm_email {
         flag(EMAIL, None);
     }
-    out
+    Ok(out)
 }
 
 /// `recorded` with `flags` over it. A recorded value that this version
@@ -306,7 +326,7 @@ mod tests {
         let mut argv = vec!["webhook-deploy", "up"];
         argv.extend_from_slice(args);
         let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        flags(&cli.api, &cli.compute)
+        flags(&cli.api, &cli.compute).unwrap()
     }
 
     #[test]
@@ -394,5 +414,14 @@ mod tests {
             let e = crate::cli::Cli::try_parse_from(argv).unwrap_err();
             assert!(e.to_string().contains("cannot be used with"), "{e}");
         }
+        // One on each side of the subcommand: clap lets it through.
+        let cli =
+            crate::cli::Cli::try_parse_from(["webhook-deploy", "--no-api-key", "up", "--api-key"])
+                .unwrap();
+        let e = flags(&cli.api, &cli.compute).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--api-key and --no-api-key contradict each other: give one of them"
+        );
     }
 }

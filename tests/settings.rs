@@ -453,6 +453,16 @@ async fn only_objects_tagged_for_this_stack_are_adopted() {
     );
 }
 
+async fn receiver_policy(iam: &aws_sdk_iam::Client) -> Option<String> {
+    iam.get_role_policy()
+        .role_name("webhook-receiver-role-s4")
+        .policy_name("webhook-deploy")
+        .send()
+        .await
+        .map(|p| p.policy_document().to_string())
+        .ok()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_role_of_the_same_suffix_in_another_region_is_not_taken_over() {
     let env = Env::start("s4");
@@ -471,14 +481,7 @@ async fn a_role_of_the_same_suffix_in_another_region_is_not_taken_over() {
         .tags()
         .iter()
         .any(|t| t.key() == "webhook-deploy:region" && t.value() == "us-east-1"));
-    let policy_before = iam
-        .get_role_policy()
-        .role_name("webhook-receiver-role-s4")
-        .policy_name("webhook-deploy")
-        .send()
-        .await
-        .map(|p| p.policy_document().to_string())
-        .ok();
+    let policy_before = receiver_policy(&iam).await;
 
     // The same suffix in us-west-2 finds the us-east-1 stack's roles by
     // name (IAM is global) and leaves them alone.
@@ -504,14 +507,26 @@ async fn a_role_of_the_same_suffix_in_another_region_is_not_taken_over() {
         Vec::<String>::new(),
         "{out:?}"
     );
-    let policy_after = iam
-        .get_role_policy()
-        .role_name("webhook-receiver-role-s4")
-        .policy_name("webhook-deploy")
-        .send()
-        .await
-        .map(|p| p.policy_document().to_string())
-        .ok();
+    let policy_after = receiver_policy(&iam).await;
     assert_eq!(policy_before, policy_after);
+
+    // Nor does a down there delete them.
+    let mut c = support::deployer(&env.proxy.endpoint(), west.path());
+    c.args(["--state-dir"]).arg(west.path()).args([
+        "--suffix",
+        "s4",
+        "--region",
+        "us-west-2",
+        "down",
+        "--yes",
+    ]);
+    let down = support::cli::run(c);
+    assert_eq!(down.code, 1, "{down:?}");
+    assert!(
+        down.stderr
+            .contains("role webhook-receiver-role-s4 belongs to the stack s4 in us-east-1"),
+        "{down:?}"
+    );
+    assert_eq!(receiver_policy(&iam).await, policy_before);
     assert_eq!(env.run(&["status", "--no-vpc"]).code, 0);
 }

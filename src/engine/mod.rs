@@ -569,15 +569,22 @@ impl Engine {
                 }
                 let t = Instant::now();
                 cx.say("reading");
-                let found = r.read(&cx, rec.as_ref()).await.ok()?;
-                let refused = match &found {
-                    Some(live) if !any_record => claim(&*r, &cx, live).err().map(|e| e.0),
-                    _ => None,
-                };
+                let read = r.read(&cx, rec.as_ref()).await;
                 let used = std::mem::take(&mut *lock(&used));
                 let timing = Timing {
                     started: t.duration_since(t0).as_secs_f64(),
                     seconds: t.elapsed().as_secs_f64(),
+                };
+                let (found, refused) = match read {
+                    Ok(Some(live)) if !any_record => {
+                        let refused = claim(&*r, &cx, &live).err().map(|e| e.0);
+                        (Some(live), refused)
+                    }
+                    Ok(found) => (found, None),
+                    Err(e) => match e.downcast_ref::<Refused>() {
+                        Some(why) if !any_record => (None, Some(why.0.clone())),
+                        _ => return None,
+                    },
                 };
                 Some(Ahead {
                     found,
@@ -723,9 +730,19 @@ async fn mark_pending(
 /// Whether an object found by name without a record may be taken over:
 /// it must say it is this stack's (`Resource` reads fill `Live::owner`).
 fn claim(res: &dyn Resource, cx: &Cx, live: &Live) -> Result<(), Refused> {
+    claim_owner(
+        cx,
+        &format!("{} {}", res.kind(), live.physical_id),
+        &live.owner,
+    )
+}
+
+/// `claim` for a read that checks ownership itself, before it needs what
+/// its dependencies publish (with no state file they are not known yet,
+/// and the opening reads must still see a foreign object).
+pub fn claim_owner(cx: &Cx, what: &str, owner: &Owner) -> Result<(), Refused> {
     let s = &cx.stack;
-    let what = format!("{} {}", res.kind(), live.physical_id);
-    match &live.owner {
+    match owner {
         Owner::Unknown => Ok(()),
         Owner::Stack(o) if *o == s.owner(false) || *o == s.owner(true) => Ok(()),
         Owner::Stack(o) => Err(Refused(format!(

@@ -418,6 +418,10 @@ impl Resource for MetricAlarm {
             }
             Err(e) => return Err(e).context("cloudwatch:ListTagsForResource failed"),
         };
+        if rec.is_none() {
+            let what = format!("{} {}", self.kind(), self.spec.name);
+            crate::engine::claim_owner(cx, &what, &owner_of(&tags))?;
+        }
         let s = &self.spec;
         let mut live = self.live(&arn);
         let d = &mut live.drift;

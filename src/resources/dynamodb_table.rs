@@ -255,6 +255,18 @@ impl Resource for EventsTable {
                 .context("dynamodb:UpdateTable (deletion protection off) failed")?;
             wait_active(cx, "waiting for deletion protection to be turned off").await?;
         }
+        // The receiver may still be live (the functions do not wait for the
+        // table): an event that came in after `keep` looked keeps the table,
+        // protected again.
+        if let Some(why) = self.keep(cx, None).await? {
+            db.update_table()
+                .table_name(&name)
+                .deletion_protection_enabled(true)
+                .send()
+                .await
+                .context("dynamodb:UpdateTable (deletion protection on) failed")?;
+            bail!("{why} (it received them while down ran); it is kept: run down again, with --delete-data to delete them");
+        }
         let mut waited_for_active = false;
         loop {
             match db.delete_table().table_name(&name).send().await {

@@ -5,7 +5,7 @@ use crate::engine::context::Cx;
 use crate::engine::resource::{Drift, Live, Record, Resource};
 use crate::resources::{found, is_code, owner_of, read_details, tags_drift};
 use crate::stack::{ids, role_policy, stream_policy, Function};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -169,6 +169,9 @@ impl Resource for FunctionRole {
     async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
         let iam = &cx.aws.iam;
         let name = self.name(cx);
+        if !this_regions_role(cx, &name).await? {
+            return Ok(false);
+        }
         // A role cannot be deleted while it has inline or attached policies.
         let inline = match iam.list_role_policies().role_name(&name).send().await {
             Ok(o) => o.policy_names().to_vec(),
@@ -374,6 +377,37 @@ impl Resource for StreamReadPolicy {
     }
 
     async fn delete(&self, cx: &Cx, _rec: Option<&Record>) -> Result<bool> {
-        delete_inline_policy(cx, &Self::role(cx), STREAM_POLICY_NAME).await
+        let role = Self::role(cx);
+        if !this_regions_role(cx, &role).await? {
+            return Ok(false);
+        }
+        delete_inline_policy(cx, &role, STREAM_POLICY_NAME).await
     }
+}
+
+/// Before `down` changes role `name`: false when there is no such role, an
+/// error when it is the same suffix's role of another region (role names
+/// are global to the account), which is that stack's to delete.
+async fn this_regions_role(cx: &Cx, name: &str) -> Result<bool> {
+    let role = found(
+        cx.aws.iam.get_role().role_name(name).send().await,
+        &["NoSuchEntity"],
+        "iam:GetRole",
+    )?;
+    let Some(role) = role else {
+        return Ok(false);
+    };
+    let region = role.role().and_then(|r| {
+        r.tags()
+            .iter()
+            .find(|t| t.key() == crate::stack::TAG_REGION)
+            .map(|t| t.value().to_string())
+    });
+    if let Some(other) = region.filter(|r| *r != cx.stack.region) {
+        bail!(
+            "role {name} belongs to the stack {} in {other} (IAM role names are global to the account): not changed; run down in {other} to delete it",
+            cx.stack.suffix
+        );
+    }
+    Ok(true)
 }

@@ -488,7 +488,7 @@ impl Resource for LambdaFunction {
         }))
     }
 
-    async fn read(&self, cx: &Cx, _rec: Option<&Record>) -> Result<Option<Live>> {
+    async fn read(&self, cx: &Cx, rec: Option<&Record>) -> Result<Option<Live>> {
         let out = match cx
             .aws
             .lambda
@@ -501,6 +501,14 @@ impl Resource for LambdaFunction {
             Err(e) if is_code(&e, &["ResourceNotFoundException"]) => return Ok(None),
             Err(e) => return Err(e).context("lambda:GetFunction failed"),
         };
+        let owner = owner_of(
+            &out.tags()
+                .map(|t| t.clone().into_iter().collect())
+                .unwrap_or_default(),
+        );
+        if rec.is_none() {
+            crate::engine::claim_owner(cx, &format!("{} {}", self.kind(), self.name(cx)), &owner)?;
+        }
         let c = out
             .configuration()
             .context("lambda:GetFunction returned no configuration")?;
@@ -519,11 +527,7 @@ impl Resource for LambdaFunction {
             .unwrap_or_else(|p| p.into_inner()) = is_ready;
         let mut live = self.live(cx, c.function_arn().unwrap_or_default());
         live.drift = self.drift(cx, c, out.tags())?;
-        live.owner = owner_of(
-            &out.tags()
-                .map(|t| t.clone().into_iter().collect())
-                .unwrap_or_default(),
-        );
+        live.owner = owner;
         Ok(Some(live))
     }
 

@@ -378,6 +378,10 @@ impl Resource for ArchiveBucket {
             }
             Err(e) => return Err(e).context("s3:HeadBucket failed"),
         }
+        // Objects that arrived after `keep` looked: the bucket stays as it is.
+        if let Some(why) = self.keep(cx, None).await? {
+            anyhow::bail!("{why} (it received them while down ran); it is kept: run down again, with --delete-data to delete them");
+        }
         // The deny-non-TLS policy would block emptying through a plain-HTTP
         // endpoint (an emulator); the bucket is going away, so drop it first.
         match s3.delete_bucket_policy().bucket(&b).send().await {

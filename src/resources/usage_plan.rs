@@ -133,6 +133,10 @@ impl Resource for UsagePlan {
         let id = p
             .id()
             .context("apigateway:GetUsagePlans returned a plan without id")?;
+        if rec.is_none() {
+            let what = format!("{} {id}", self.kind());
+            crate::engine::claim_owner(cx, &what, &owner_of(&tag_map(p.tags())))?;
+        }
         let o = &cx.stack.opts;
         let mut live = Self::live(id);
         let d = &mut live.drift;
