@@ -78,7 +78,7 @@ pub fn command_name(cmd: &Command) -> &'static str {
 async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     let c = &cli.common;
     let name = command_name(&cli.command);
-    let delete_data = matches!(cli.command, Command::Down { delete_data: true });
+    let delete_data = deletes_data(cli);
     if mode == Mode::Down && !c.yes && !std::io::stdin().is_terminal() {
         bail!("down deletes every resource of stack '{}' and needs confirmation: pass --yes when not running interactively", c.suffix);
     }
@@ -137,8 +137,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     let (settings, progress, engine, reads, resolved) = match prior {
         // The file records the settings: nothing to ask AWS before the reads.
         Some(s) if overlap && s.settings.is_some() => {
-            let resolved =
-                settings::resolve(s.settings.as_ref().unwrap_or(&Default::default()), &flags)?;
+            let resolved = settings::resolve(&s.settings.clone().unwrap_or_default(), &flags)?;
             let assumed = Identity {
                 account: s.account.clone(),
                 partition: partition_of(prepared.region()).to_string(),
@@ -298,10 +297,15 @@ fn stack_options(cli: &Cli, resolved: &Resolved, mode: Mode) -> Result<stack::St
         vpc: opts.vpc || mode == Mode::Down,
         signing_secret,
         eni_timeout: cli.compute.eni_timeout,
-        delete_data: matches!(cli.command, Command::Down { delete_data: true }),
+        delete_data: deletes_data(cli),
         adopt_untagged: cli.common.adopt_untagged,
         ..opts
     })
+}
+
+/// `down --delete-data`: the table's items and the archive's objects go too.
+fn deletes_data(cli: &Cli) -> bool {
+    matches!(cli.command, Command::Down { delete_data: true })
 }
 
 /// The recorded settings of a stack whose state file has none: the tags of

@@ -291,7 +291,8 @@ impl Resolved {
         }
     }
 
-    /// The settings as a JSON document's part: key → {value, default, source}.
+    /// The settings as a JSON document's part: one {key, value, default,
+    /// source, before} object per setting, in display order.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.settings).unwrap_or_default()
     }
@@ -312,7 +313,7 @@ pub fn from_tags<'a>(tags: impl IntoIterator<Item = (&'a String, &'a String)>) -
         .collect()
 }
 
-/// One line per setting for `settings` and `plan`: `key = value (source)`.
+/// A setting's value as `settings` and `plan` show it (`(none)` when unset).
 pub fn describe(value: &Option<String>) -> String {
     value.clone().unwrap_or_else(|| "(none)".into())
 }

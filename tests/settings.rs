@@ -453,6 +453,16 @@ async fn only_objects_tagged_for_this_stack_are_adopted() {
     );
 }
 
+/// The deployer for the same suffix in us-west-2, with its own state dir.
+fn in_west(env: &Env, dir: &std::path::Path, args: &[&str]) -> support::cli::Out {
+    let mut c = support::deployer(&env.proxy.endpoint(), dir);
+    c.arg("--state-dir")
+        .arg(dir)
+        .args(["--suffix", "s4", "--region", "us-west-2"])
+        .args(args);
+    support::cli::run(c)
+}
+
 async fn receiver_policy(iam: &aws_sdk_iam::Client) -> Option<String> {
     iam.get_role_policy()
         .role_name("webhook-receiver-role-s4")
@@ -487,16 +497,7 @@ async fn a_role_of_the_same_suffix_in_another_region_is_not_taken_over() {
     // name (IAM is global) and leaves them alone.
     let west = tempfile::tempdir().unwrap();
     env.proxy.clear();
-    let mut c = support::deployer(&env.proxy.endpoint(), west.path());
-    c.args(["--state-dir"]).arg(west.path()).args([
-        "--suffix",
-        "s4",
-        "--region",
-        "us-west-2",
-        "up",
-        "--no-vpc",
-    ]);
-    let out = support::cli::run(c);
+    let out = in_west(&env, west.path(), &["up", "--no-vpc"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr.contains("belongs to stack s4@us-east-1"),
@@ -511,16 +512,7 @@ async fn a_role_of_the_same_suffix_in_another_region_is_not_taken_over() {
     assert_eq!(policy_before, policy_after);
 
     // Nor does a down there delete them.
-    let mut c = support::deployer(&env.proxy.endpoint(), west.path());
-    c.args(["--state-dir"]).arg(west.path()).args([
-        "--suffix",
-        "s4",
-        "--region",
-        "us-west-2",
-        "down",
-        "--yes",
-    ]);
-    let down = support::cli::run(c);
+    let down = in_west(&env, west.path(), &["down", "--yes"]);
     assert_eq!(down.code, 1, "{down:?}");
     assert!(
         down.stderr

@@ -378,10 +378,6 @@ impl Resource for ArchiveBucket {
             }
             Err(e) => return Err(e).context("s3:HeadBucket failed"),
         }
-        // Objects that arrived after `keep` looked: the bucket stays as it is.
-        if let Some(why) = self.keep(cx, None).await? {
-            anyhow::bail!("{why} (it received them while down ran); it is kept: run down again, with --delete-data to delete them");
-        }
         // The deny-non-TLS policy would block emptying through a plain-HTTP
         // endpoint (an emulator); the bucket is going away, so drop it first.
         match s3.delete_bucket_policy().bucket(&b).send().await {
@@ -431,7 +427,8 @@ fn lenient_versioning_status(
 impl ArchiveBucket {
     /// Deletes every delete marker and, with `data`, every object version,
     /// 1000 per call. Without `data` an object version stops it: one arrived
-    /// after `keep` found none, and it is not this run's to delete.
+    /// after `keep` found none, and it is not this run's to delete (the
+    /// policy that `delete` lifted is put back).
     async fn empty(&self, cx: &Cx, data: bool) -> Result<usize> {
         let s3 = &cx.aws.s3;
         let b = cx.stack.bucket_name();
@@ -445,6 +442,8 @@ impl ArchiveBucket {
                 .await
                 .context("s3:ListObjectVersions failed")?;
             if !data && !page.versions().is_empty() {
+                // Kept as it was: with its deny-non-TLS policy back.
+                self.put_policy(cx).await?;
                 anyhow::bail!(
                     "bucket {b} received objects while down ran; it is kept: run down again, with --delete-data to delete them"
                 );
