@@ -23,10 +23,20 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create or converge the stack, then print its outputs.
-    Up,
+    /// Create or converge the stack, then print its outputs. Shows the plan
+    /// first and, on a terminal, asks before the first change (--yes skips).
+    Up {
+        /// Apply exactly this saved plan (`plan --out`); refused, with nothing
+        /// changed, if the stack, its settings or its state moved since.
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
+    },
     /// Show what `up` would change; changes nothing.
-    Plan,
+    Plan {
+        /// Also save the plan, for `up --plan FILE` (it holds no secret).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Check every live resource: in sync, drifted or missing.
     Status,
     /// Delete everything the stack owns, except a table or bucket that holds
@@ -107,7 +117,7 @@ pub struct Common {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
-    /// Do not ask for confirmation (`down`).
+    /// Do not ask for confirmation (`up`, `down`).
     #[arg(long, global = true)]
     pub yes: bool,
     /// Take over an existing object that has the stack's name but no

@@ -6,6 +6,7 @@ use crate::engine::context::Cx;
 use crate::engine::progress::Progress;
 use crate::engine::state::{self, StackLock, State, StatePaths};
 use crate::engine::{Action, Engine, Entry, Mode, Report};
+use crate::saved_plan::{self, SavedPlan, StateMark};
 use crate::settings::{self, Resolved};
 use crate::stack::{self, ids, Settings};
 use anyhow::{bail, Context, Result};
@@ -27,8 +28,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Lambdas => lambdas(c.output),
         Command::Outputs { show_secrets } => outputs(&cli, &paths, show_secrets).await,
-        Command::Up => reconcile(&cli, &paths, Mode::Up).await,
-        Command::Plan => reconcile(&cli, &paths, Mode::Plan).await,
+        Command::Up { .. } => reconcile(&cli, &paths, Mode::Up).await,
+        // A saved plan is made from the reads `up` starts with, by an `up`
+        // that stops before its first change.
+        Command::Plan { out: Some(_) } => reconcile(&cli, &paths, Mode::Up).await,
+        Command::Plan { out: None } => reconcile(&cli, &paths, Mode::Plan).await,
         Command::Status => reconcile(&cli, &paths, Mode::Plan).await,
         Command::Down { .. } => reconcile(&cli, &paths, Mode::Down).await,
         Command::Settings => show_settings(&cli, &paths).await,
@@ -62,8 +66,8 @@ async fn termination() -> Option<&'static str> {
 
 pub fn command_name(cmd: &Command) -> &'static str {
     match cmd {
-        Command::Up => "up",
-        Command::Plan => "plan",
+        Command::Up { .. } => "up",
+        Command::Plan { .. } => "plan",
         Command::Status => "status",
         Command::Down { .. } => "down",
         Command::Settings => "settings",
@@ -89,7 +93,41 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
     };
     let prior = state::load(&paths.file)?;
     let flags = settings::flags(&cli.api, &cli.compute)?;
+    let (saved, plan_out) = match &cli.command {
+        Command::Up { plan: Some(p) } => (Some((p.clone(), SavedPlan::load(p, &c.suffix)?)), None),
+        Command::Plan { out: Some(p) } => (None, Some(p.clone())),
+        _ => (None, None),
+    };
+    let mark = prior.as_ref().map(StateMark::of);
+    if let Some((path, plan)) = &saved {
+        if !flags.is_empty() {
+            bail!("up --plan applies the settings saved in plan {}: drop the setting flags (or make a new plan with them)", path.display());
+        }
+        plan.check(path, "the state file", &plan.state, &mark)?;
+    }
     let prepared = Clients::prepare(&ConnectOptions::from(c)).await?;
+    if let Some((path, plan)) = &saved {
+        plan.check(
+            path,
+            "the region",
+            &plan.region,
+            &prepared.region().to_string(),
+        )?;
+    }
+    // The settings of this run: the record with the flags over it, or what
+    // a saved plan applies (made on top of the same record).
+    let resolve = |recorded: &settings::Recorded| match &saved {
+        Some((path, plan)) => {
+            plan.check(
+                path,
+                "the recorded settings",
+                &plan.recorded_before,
+                recorded,
+            )?;
+            settings::resolve(&plan.settings, &[])
+        }
+        None => settings::resolve(recorded, &flags),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let build = |who: &Identity, state: State, resolved: &Resolved, held: bool| {
         let aws = prepared.clients(who);
@@ -103,7 +141,7 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
             .iter()
             .map(|r| (r.id().to_string(), r.kind()))
             .collect();
-        let verbose = mode != Mode::Plan && c.output == Output::Text;
+        let verbose = mode != Mode::Plan && plan_out.is_none() && c.output == Output::Text;
         let progress = Arc::new(if held {
             Progress::held(&labels, verbose)
         } else {
@@ -134,10 +172,11 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
         s.check_suffix(&paths.file, &c.suffix)?;
         s.check_region(&paths.file, prepared.region())?;
     }
-    let (settings, progress, engine, reads, resolved) = match prior {
+    let (settings, progress, engine, reads, resolved, recorded) = match prior {
         // The file records the settings: nothing to ask AWS before the reads.
         Some(s) if overlap && s.settings.is_some() => {
-            let resolved = settings::resolve(&s.settings.clone().unwrap_or_default(), &flags)?;
+            let recorded = s.settings.clone().unwrap_or_default();
+            let resolved = resolve(&recorded)?;
             let assumed = Identity {
                 account: s.account.clone(),
                 partition: partition_of(prepared.region()).to_string(),
@@ -152,14 +191,14 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
             match checked {
                 Ok(who) if who == assumed => {
                     progress.release();
-                    (settings, progress, engine, Some(reads), resolved)
+                    (settings, progress, engine, Some(reads), resolved, recorded)
                 }
                 // A partition the region table does not know: start over.
                 Ok(who) => {
                     drop(reads);
                     progress.clear();
                     let (settings, progress, engine) = build(&who, s, &resolved, false)?;
-                    (settings, progress, engine, None, resolved)
+                    (settings, progress, engine, None, resolved, recorded)
                 }
                 Err(e) => {
                     progress.clear();
@@ -183,9 +222,9 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
                 None if mode == Mode::Down => Default::default(),
                 None => recover_settings(&prepared.clients(&who), &c.suffix).await?,
             };
-            let resolved = settings::resolve(&recorded, &flags)?;
+            let resolved = resolve(&recorded)?;
             let (settings, progress, engine) = build(&who, state, &resolved, false)?;
-            (settings, progress, engine, None, resolved)
+            (settings, progress, engine, None, resolved, recorded)
         }
     };
     let watcher = {
@@ -206,15 +245,48 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
             }
         })
     };
+    if mode == Mode::Up {
+        let shown = ShowPlan {
+            settings: settings.clone(),
+            resolved: resolved.clone(),
+            recorded,
+            mark,
+            saved,
+            plan_out: plan_out.clone(),
+            progress: progress.clone(),
+            text: c.output == Output::Text,
+            ask: !c.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+        };
+        engine.set_gate(Arc::new(move |preview| shown.gate(preview)));
+    }
     let report = engine.run(mode, reads).await;
     watcher.abort();
-    if mode == Mode::Plan {
+    if mode == Mode::Plan || plan_out.is_some() {
         progress.clear();
+    }
+    match report.halted.clone() {
+        Some(Err(why)) => {
+            progress.clear();
+            bail!("{why}");
+        }
+        // `plan --out`: the plan is saved; shown like `plan`.
+        Some(Ok(())) => {
+            match c.output {
+                Output::Text => print_plan(&settings, &resolved, &report),
+                Output::Json => print_json("plan", &settings, &resolved, &report, &engine.state())?,
+            }
+            return Ok(if report.has_changes() {
+                EXIT_CHANGES
+            } else {
+                EXIT_OK
+            });
+        }
+        None => {}
     }
     let final_state = engine.state();
     match (&cli.command, c.output) {
         (Command::Status, Output::Text) => print_status(&settings, &report),
-        (Command::Plan, Output::Text) => print_plan(&settings, &resolved, &report),
+        (Command::Plan { .. }, Output::Text) => print_plan(&settings, &resolved, &report),
         (_, Output::Text) => {
             print_summary(name, &report);
             print_kept(c, &report);
@@ -253,10 +325,72 @@ async fn reconcile(cli: &Cli, paths: &StatePaths, mode: Mode) -> Result<u8> {
                 Action::Update | Action::Create | Action::AfterDependencies | Action::Delete
             )
         }),
-        Command::Plan => report.has_changes(),
+        Command::Plan { .. } => report.has_changes(),
         _ => false,
     };
     Ok(if drift_found { EXIT_CHANGES } else { EXIT_OK })
+}
+
+/// What `up` does with its plan before its first change: save it (`plan
+/// --out`), hold it against a saved one (`up --plan`), show it, and on a
+/// terminal ask.
+struct ShowPlan {
+    settings: Settings,
+    resolved: Resolved,
+    recorded: settings::Recorded,
+    mark: Option<StateMark>,
+    saved: Option<(std::path::PathBuf, SavedPlan)>,
+    plan_out: Option<std::path::PathBuf>,
+    progress: Arc<Progress>,
+    text: bool,
+    ask: bool,
+}
+
+impl ShowPlan {
+    fn gate(&self, preview: &[Entry]) -> Result<bool> {
+        let s = &self.settings;
+        if let Some(out) = &self.plan_out {
+            SavedPlan::new(
+                &s.suffix,
+                &s.region,
+                &s.account,
+                self.mark.clone(),
+                self.recorded.clone(),
+                self.resolved.recorded(),
+                preview,
+            )
+            .save(out)?;
+            return Ok(false);
+        }
+        if let Some((path, plan)) = &self.saved {
+            plan.check(path, "the account", &plan.account, &s.account)?;
+            plan.check_steps(path, preview)?;
+        }
+        if !saved_plan::changes(preview) {
+            return Ok(true);
+        }
+        if self.text {
+            let text = plan_text(s, &self.resolved, preview, true);
+            self.progress.suspend(|| eprint!("{text}"));
+        }
+        // A saved plan was looked at when it was made.
+        if self.ask && self.saved.is_none() {
+            let answer = self.progress.suspend(|| {
+                eprint!(
+                    "Apply these changes to stack '{}' in {}? Type yes to go on: ",
+                    s.suffix, s.region
+                );
+                std::io::stderr().flush().ok();
+                let mut answer = String::new();
+                tokio::task::block_in_place(|| std::io::stdin().lock().read_line(&mut answer))
+                    .map(|_| answer)
+            });
+            if answer.context("cannot read the confirmation")?.trim() != "yes" {
+                bail!("not confirmed; nothing was changed");
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// The stack options of this run's settings, checked before anything is
@@ -472,28 +606,34 @@ fn drift_lines(e: &Entry) -> Vec<String> {
 }
 
 fn print_plan(s: &Settings, resolved: &Resolved, r: &Report) {
-    println!(
-        "Plan for stack {} ({}, account {}):",
+    print!("{}", plan_text(s, resolved, &r.entries, false));
+}
+
+/// The plan as text; `only_changes` leaves out what stays as it is.
+fn plan_text(s: &Settings, resolved: &Resolved, entries: &[Entry], only_changes: bool) -> String {
+    let mut out = format!(
+        "Plan for stack {} ({}, account {}):\n",
         s.suffix, s.region, s.account
     );
     let changes = resolved.changes();
     if !changes.is_empty() {
-        println!("  Settings:");
+        out += "  Settings:\n";
         for ch in changes {
-            println!(
-                "  ~ {:<22} {} -> {}",
+            out += &format!(
+                "  ~ {:<22} {} -> {}\n",
                 ch.key,
                 settings::describe(&ch.before),
                 settings::describe(&ch.value)
             );
         }
-        println!("  Resources:");
+        out += "  Resources:\n";
     }
-    for e in &r.entries {
+    for e in entries {
         let (sign, what) = match e.action {
             Action::Create => ("+", "create".to_string()),
             Action::Update => ("~", "update".to_string()),
             Action::Adopt => ("=", "adopt (exists, not in state)".to_string()),
+            Action::NoChange if only_changes => continue,
             Action::NoChange => (" ", "no change".to_string()),
             Action::Delete => (
                 "-",
@@ -501,32 +641,34 @@ fn print_plan(s: &Settings, resolved: &Resolved, r: &Report) {
             ),
             Action::AfterDependencies => (
                 "?",
-                format!(
-                    "decided after dependencies ({})",
-                    e.error.as_deref().unwrap_or("")
-                ),
+                match &e.error {
+                    Some(why) => format!("decided after dependencies ({why})"),
+                    None => "decided after dependencies".to_string(),
+                },
             ),
             _ => ("!", format!("{:?}", e.action)),
         };
-        println!("  {sign} {:<22} {:<15} {what}", e.id, e.kind);
+        out += &format!("  {sign} {:<22} {:<15} {what}\n", e.id, e.kind);
         for l in drift_lines(e) {
-            println!("{l}");
+            out += &l;
+            out += "\n";
         }
     }
-    println!("{}", plan_summary(r));
+    out + &plan_summary(entries) + "\n"
 }
 
 /// The plan's last line: every row above is counted in it.
-fn plan_summary(r: &Report) -> String {
+fn plan_summary(entries: &[Entry]) -> String {
+    let count = |a: Action| entries.iter().filter(|e| e.action == a).count();
     let mut line = format!(
         "Plan: {} to create, {} to update, {} to adopt, {} to delete, {} unchanged",
-        r.count(Action::Create),
-        r.count(Action::Update),
-        r.count(Action::Adopt),
-        r.count(Action::Delete),
-        r.count(Action::NoChange)
+        count(Action::Create),
+        count(Action::Update),
+        count(Action::Adopt),
+        count(Action::Delete),
+        count(Action::NoChange)
     );
-    let later = r.count(Action::AfterDependencies);
+    let later = count(Action::AfterDependencies);
     if later > 0 {
         line += &format!(", {later} decided after dependencies");
     }
@@ -816,6 +958,7 @@ mod tests {
             started_at: std::time::SystemTime::now(),
             elapsed: std::time::Duration::ZERO,
             interrupted: false,
+            halted: None,
         }
     }
 
@@ -824,12 +967,12 @@ mod tests {
         use Action::*;
         let r = report(&[Create, Update, Delete, Delete, NoChange, AfterDependencies]);
         assert_eq!(
-            plan_summary(&r),
+            plan_summary(&r.entries),
             "Plan: 1 to create, 1 to update, 0 to adopt, 2 to delete, 1 unchanged, \
              1 decided after dependencies."
         );
         assert_eq!(
-            plan_summary(&report(&[NoChange])),
+            plan_summary(&report(&[NoChange]).entries),
             "Plan: 0 to create, 0 to update, 0 to adopt, 0 to delete, 1 unchanged."
         );
     }

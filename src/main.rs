@@ -10,6 +10,7 @@ mod lambdas;
 mod layout;
 mod local;
 mod resources;
+mod saved_plan;
 mod settings;
 mod stack;
 
@@ -58,8 +59,8 @@ fn main() -> ExitCode {
     let json_error = cli.common.output == cli::Output::Json
         && matches!(
             cli.command,
-            cli::Command::Up
-                | cli::Command::Plan
+            cli::Command::Up { .. }
+                | cli::Command::Plan { .. }
                 | cli::Command::Status
                 | cli::Command::Down { .. }
                 | cli::Command::Settings

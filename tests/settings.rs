@@ -12,6 +12,7 @@ use support::inventory::{count_tagged, nothing, one_stack_with};
 const TABLE: &str = "webhook-events-s1";
 const BUCKET: &str = "webhook-archive-s1-123456789012-us-east-1";
 const RECEIVER: &str = "webhook-receiver-s1";
+const RECEIVER_S5: &str = "webhook-receiver-s5";
 
 /// The flags of the operator, without the network (faster, and
 /// `--no-vpc` is a setting too).
@@ -521,4 +522,128 @@ async fn a_role_of_the_same_suffix_in_another_region_is_not_taken_over() {
     );
     assert_eq!(receiver_policy(&iam).await, policy_before);
     assert_eq!(env.run(&["status", "--no-vpc"]).code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saved_plan_is_applied_as_made_or_refused_when_anything_moved() {
+    let env = Env::start("s5");
+    let file = env.state_dir().join("plan.json");
+    let file = file.to_str().unwrap();
+
+    // A plan for a new stack: saved, nothing changed.
+    let plan = env.run(&["plan", "--no-vpc", "--out", file]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    assert!(plan.stdout.contains("Plan: "), "{plan:?}");
+    assert_eq!(env.proxy.mutating_operations(), Vec::<String>::new());
+    assert!(!env.state_file().exists());
+    let saved = std::fs::read_to_string(file).unwrap();
+    assert!(!saved.contains("whsec_"), "{saved}");
+
+    // Applied as made, with the settings it was made with.
+    let up = env.run(&["up", "--plan", file]);
+    assert_eq!(up.code, 0, "{up:?}");
+    assert_eq!(env.run(&["status"]).code, 0, "--no-vpc came with the plan");
+    let doc = json(&env.run(&["settings", "--output", "json"]));
+    assert_eq!(setting(&doc, "vpc")["value"], "off", "{doc:#}");
+
+    // Once applied, the state it was made from has moved.
+    env.proxy.clear();
+    let again = env.run(&["up", "--plan", file]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(
+        again.stderr.contains("the state file changed since plan"),
+        "{again:?}"
+    );
+    assert_eq!(env.proxy.mutating_operations(), Vec::<String>::new());
+
+    // A change out of band after the plan was made: refused, nothing changed.
+    let plan = env.run(&["plan", "--memory", "processor=1024", "--out", file]);
+    assert_eq!(plan.code, 2, "{plan:?}");
+    let lambda = aws_sdk_lambda::Client::new(&env.sdk().await);
+    lambda
+        .update_function_configuration()
+        .function_name(RECEIVER_S5)
+        .memory_size(256)
+        .send()
+        .await
+        .unwrap();
+    env.proxy.clear();
+    let moved = env.run(&["up", "--plan", file]);
+    assert_eq!(moved.code, 1, "{moved:?}");
+    assert!(
+        moved.stderr.contains("the stack changed since plan") && moved.stderr.contains("differs"),
+        "{moved:?}"
+    );
+    assert_eq!(env.proxy.mutating_operations(), Vec::<String>::new());
+
+    // Flags beside a saved plan, a damaged plan, another stack's plan.
+    let flagged = env.run(&["up", "--plan", file, "--no-api-key"]);
+    assert_eq!(flagged.code, 1, "{flagged:?}");
+    assert!(
+        flagged.stderr.contains("drop the setting flags"),
+        "{flagged:?}"
+    );
+    let mut other: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    other["stack"] = "zz".into();
+    std::fs::write(file, other.to_string()).unwrap();
+    let foreign = env.run(&["up", "--plan", file]);
+    assert_eq!(foreign.code, 1, "{foreign:?}");
+    assert!(
+        foreign.stderr.contains("is for stack 'zz', not 's5'"),
+        "{foreign:?}"
+    );
+    std::fs::write(file, "{ not a plan").unwrap();
+    let corrupt = env.run(&["up", "--plan", file]);
+    assert_eq!(corrupt.code, 1, "{corrupt:?}");
+    assert!(
+        corrupt.stderr.contains("is not a webhook-deploy plan"),
+        "{corrupt:?}"
+    );
+    assert_eq!(env.proxy.mutating_operations(), Vec::<String>::new());
+
+    // Without a terminal, up shows its plan before it changes anything.
+    let up = env.run(&["up", "--timeout", "processor=60"]);
+    assert_eq!(up.code, 0, "{up:?}");
+    let (plan_at, done_at) = (
+        up.stderr
+            .find("Plan for stack s5")
+            .expect("the plan is shown"),
+        up.stderr.find("up: ").expect("the summary"),
+    );
+    assert!(plan_at < done_at, "{up:?}");
+    assert!(up.stderr.contains("timeout_s"), "{up:?}");
+}
+
+#[test]
+fn on_a_terminal_up_shows_its_plan_and_asks_before_the_first_change() {
+    use support::cli::on_a_terminal;
+    let env = Env::start("s6");
+    let no = on_a_terminal(&env.cmd(&["up", "--no-vpc"]), "no");
+    assert_eq!(no.code, 1, "{no:?}");
+    assert!(
+        no.stdout.contains("Plan for stack s6") && no.stdout.contains("Apply these changes"),
+        "{no:?}"
+    );
+    assert!(
+        no.stdout.contains("not confirmed; nothing was changed"),
+        "{no:?}"
+    );
+    assert_eq!(env.proxy.mutating_operations(), Vec::<String>::new());
+    assert!(!env.state_file().exists());
+
+    let yes = on_a_terminal(&env.cmd(&["up", "--no-vpc"]), "yes");
+    assert_eq!(yes.code, 0, "{yes:?}");
+    assert_eq!(env.run(&["status"]).code, 0);
+
+    // Nothing to change: nothing to ask. --yes: not asked.
+    let noop = on_a_terminal(&env.cmd(&["up"]), "");
+    assert_eq!(noop.code, 0, "{noop:?}");
+    assert!(!noop.stdout.contains("Apply these changes"), "{noop:?}");
+    let skip = on_a_terminal(&env.cmd(&["up", "--yes", "--timeout", "processor=45"]), "");
+    assert_eq!(skip.code, 0, "{skip:?}");
+    assert!(!skip.stdout.contains("Apply these changes"), "{skip:?}");
+    assert!(
+        skip.stdout.contains("timeout_s"),
+        "the plan is still shown: {skip:?}"
+    );
 }

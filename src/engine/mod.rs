@@ -51,7 +51,7 @@ impl Drop for Reads {
 }
 
 /// What happened (or would happen) to one resource.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Create,
@@ -158,7 +158,14 @@ pub struct Report {
     pub started_at: std::time::SystemTime,
     pub elapsed: std::time::Duration,
     pub interrupted: bool,
+    /// `up` stopped at its gate before any change: `Ok` as the gate asked
+    /// (a plan saved), `Err` with the reason (not confirmed, plan outdated).
+    pub halted: Option<Result<(), String>>,
 }
+
+/// Shown what `up` is about to do (its opening reads, as a plan) before the
+/// first change: `Ok(true)` goes on, `Ok(false)` stops there, `Err` refuses.
+pub type Gate = Arc<dyn Fn(&[Entry]) -> Result<bool> + Send + Sync>;
 
 impl Report {
     pub fn count(&self, a: Action) -> usize {
@@ -200,6 +207,7 @@ pub struct Engine {
     cx: Cx,
     parallel: usize,
     stop: Arc<AtomicBool>,
+    gate: Mutex<Option<Gate>>,
 }
 
 /// The dependency graph of a list of resources.
@@ -234,7 +242,13 @@ impl Engine {
             cx,
             parallel,
             stop,
+            gate: Mutex::new(None),
         })
+    }
+
+    /// Has `up` show its plan to `gate` before its first change.
+    pub fn set_gate(&self, gate: Gate) {
+        *lock(&self.gate) = Some(gate);
     }
 
     pub fn state(&self) -> State {
@@ -283,15 +297,26 @@ impl Engine {
         // change, not after others were made.
         if mode == Mode::Up {
             let mut refused = Vec::new();
+            let mut seen = BTreeMap::new();
             for (id, h) in std::mem::take(&mut reads.handles) {
                 let ahead = h.await.ok().flatten();
-                if let Some(why) = ahead.as_ref().and_then(|a| a.refused.clone()) {
-                    refused.push((id.clone(), why));
+                if let Some(a) = &ahead {
+                    if let Some(why) = &a.refused {
+                        refused.push((id.clone(), why.clone()));
+                    }
+                    seen.insert(id.clone(), a.found.clone());
                 }
                 reads
                     .handles
                     .insert(id, tokio::spawn(std::future::ready(ahead)));
             }
+            let halt = |entries, halted| Report {
+                entries,
+                started_at,
+                elapsed: started.elapsed(),
+                interrupted: false,
+                halted,
+            };
             if !refused.is_empty() {
                 let entries = self
                     .resources
@@ -304,12 +329,16 @@ impl Engine {
                         })
                     })
                     .collect();
-                return Report {
-                    entries,
-                    started_at,
-                    elapsed: started.elapsed(),
-                    interrupted: false,
-                };
+                return halt(entries, None);
+            }
+            let gate = lock(&self.gate).clone();
+            if let Some(gate) = gate {
+                let preview = self.preview(&seen);
+                match gate(&preview) {
+                    Ok(true) => {}
+                    Ok(false) => return halt(preview, Some(Ok(()))),
+                    Err(e) => return halt(vec![], Some(Err(describe_error(&e)))),
+                }
             }
         }
         let entries: Arc<Mutex<BTreeMap<String, Entry>>> = Arc::default();
@@ -514,11 +543,65 @@ impl Engine {
             elapsed: started.elapsed(),
             // A signal that cut waits short, though nothing was left unstarted.
             interrupted: interrupted || self.stop.load(Ordering::SeqCst),
+            halted: None,
         }
     }
 }
 
 impl Engine {
+    /// What `up` will do, as far as its opening reads tell (`seen`: what
+    /// each read found): in definition order, like `plan`'s report. What
+    /// was not read (it needs a dependency first) is decided after its
+    /// dependencies, unless its container is to be created.
+    fn preview(&self, seen: &BTreeMap<String, Option<Live>>) -> Vec<Entry> {
+        let st = lock(&self.state);
+        let mut creates = BTreeSet::new();
+        let mut out = Vec::new();
+        for r in &self.resources {
+            let id = r.id();
+            let rec = st.resources.get(id);
+            let confirmed = rec.and_then(Record::confirmed);
+            let (action, physical, drift) = if !r.wanted() {
+                match confirmed {
+                    Some(c) => (Action::Delete, Some(c.physical_id.clone()), vec![]),
+                    None => continue,
+                }
+            } else {
+                match seen.get(id) {
+                    Some(None) => (Action::Create, None, vec![]),
+                    Some(Some(live)) => {
+                        let action = if !live.drift.is_empty() {
+                            Action::Update
+                        } else if rec.is_none() {
+                            Action::Adopt
+                        } else {
+                            Action::NoChange
+                        };
+                        (action, Some(live.physical_id.clone()), live.drift.clone())
+                    }
+                    None if confirmed.is_none()
+                        && r.inside().is_some_and(|c| creates.contains(c)) =>
+                    {
+                        (Action::Create, None, vec![])
+                    }
+                    None => (
+                        Action::AfterDependencies,
+                        confirmed.map(|c| c.physical_id.clone()),
+                        vec![],
+                    ),
+                }
+            };
+            if action == Action::Create {
+                creates.insert(id.to_string());
+            }
+            out.push(Entry {
+                drift,
+                ..Entry::of(r.as_ref(), action, physical)
+            });
+        }
+        out
+    }
+
     /// Starts a read of every wanted resource, attributes of dependencies
     /// taken from the state file; each resource's turn in the walk waits
     /// for its own read only. Reads are light (and every run starts with

@@ -112,6 +112,14 @@ impl Progress {
         }
     }
 
+    /// Runs `f` (which prints or asks) with the live lines out of its way.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.mode {
+            Mode::Bars { multi, .. } => multi.suspend(f),
+            _ => f(),
+        }
+    }
+
     /// Removes the live lines (read-only commands print a table instead).
     pub fn clear(&self) {
         if let Mode::Bars { bars, .. } = &self.mode {

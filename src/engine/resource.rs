@@ -11,7 +11,7 @@ use std::fmt;
 pub type Attrs = BTreeMap<String, String>;
 
 /// One field whose live value differs from the desired one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drift {
     pub field: String,
     pub want: String,

@@ -90,6 +90,45 @@ pub fn run(mut c: Command) -> Out {
     }
 }
 
+/// Runs `c` on a pseudo-terminal (util-linux `script`), typing `typed`
+/// (a line) at it: for what a command does only when a person is there.
+/// Everything it writes comes back in `stdout`.
+pub fn on_a_terminal(c: &Command, typed: &str) -> Out {
+    use std::io::Write as _;
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+    let line = std::iter::once(quote(c.get_program()))
+        .chain(c.get_args().map(quote))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut t = Command::new("script");
+    t.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => t.env(k, v),
+            None => t.env_remove(k),
+        };
+    }
+    let mut child = t
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs the command on a terminal");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Typed once the prompt is up; the pipe stays open until the end, so
+    // the terminal sees no end of input before the command is done.
+    let typed = typed.to_string();
+    let typer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let _ = stdin.write_all(format!("{typed}\n").as_bytes());
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        drop(stdin);
+    });
+    let out = wait(child);
+    drop(typer);
+    out
+}
+
 pub fn wait(child: Child) -> Out {
     let o = child.wait_with_output().expect("wait for webhook-deploy");
     Out {
