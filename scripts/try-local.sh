@@ -31,7 +31,7 @@ BIN="${CARGO_TARGET_DIR:-target}/debug/webhook-deploy"
 STATE="$(mktemp -d)"
 
 set -x
-"$BIN" --state-dir "$STATE" up --suffix demo
+"$BIN" --state-dir "$STATE" up --suffix demo --yes
 "$BIN" --state-dir "$STATE" status --suffix demo
 "$BIN" --state-dir "$STATE" outputs --suffix demo --output json
 "$BIN" --state-dir "$STATE" plan --suffix demo

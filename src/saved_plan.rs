@@ -67,7 +67,6 @@ pub fn steps(preview: &[Entry]) -> Vec<Step> {
 }
 
 impl SavedPlan {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         stack: &str,
         region: &str,
