@@ -559,8 +559,7 @@ impl Engine {
         let mut out = Vec::new();
         for r in &self.resources {
             let id = r.id();
-            let rec = st.resources.get(id);
-            let confirmed = rec.and_then(Record::confirmed);
+            let confirmed = st.resources.get(id).and_then(Record::confirmed);
             let (action, physical, drift) = if !r.wanted() {
                 match confirmed {
                     Some(c) => (Action::Delete, Some(c.physical_id.clone()), vec![]),
@@ -569,16 +568,11 @@ impl Engine {
             } else {
                 match seen.get(id) {
                     Some(None) => (Action::Create, None, vec![]),
-                    Some(Some(live)) => {
-                        let action = if !live.drift.is_empty() {
-                            Action::Update
-                        } else if rec.is_none() {
-                            Action::Adopt
-                        } else {
-                            Action::NoChange
-                        };
-                        (action, Some(live.physical_id.clone()), live.drift.clone())
-                    }
+                    Some(Some(live)) => (
+                        planned(live, confirmed.is_some()),
+                        Some(live.physical_id.clone()),
+                        live.drift.clone(),
+                    ),
                     None if confirmed.is_none()
                         && r.inside().is_some_and(|c| creates.contains(c)) =>
                     {
@@ -891,6 +885,18 @@ async fn up_one(
     })
 }
 
+/// What `up` would do to an object it found: `recorded`, the state file
+/// has a confirmed record of it.
+fn planned(live: &Live, recorded: bool) -> Action {
+    if !live.drift.is_empty() {
+        Action::Update
+    } else if !recorded {
+        Action::Adopt
+    } else {
+        Action::NoChange
+    }
+}
+
 async fn plan_one(
     res: &dyn Resource,
     cx: &Cx,
@@ -925,13 +931,7 @@ async fn plan_one(
         Ok(None) => Ok(entry(Action::Create, None, vec![])),
         Ok(Some(live)) => {
             cx.publish(res.id(), live.attrs.clone());
-            let action = if !live.drift.is_empty() {
-                Action::Update
-            } else if rec.is_none() {
-                Action::Adopt
-            } else {
-                Action::NoChange
-            };
+            let action = planned(&live, rec.is_some());
             Ok(entry(action, Some(live.physical_id), live.drift))
         }
         Err(e) if e.downcast_ref::<Unknown>().is_some() => Ok(Entry {
