@@ -86,6 +86,12 @@ pub enum Command {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
     },
+    /// Print a shell completion script (no AWS call): e.g.
+    /// `webhook-deploy completions bash > ~/.local/share/bash-completion/completions/webhook-deploy`.
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn function_arg(s: &str) -> Result<crate::stack::Function, String> {
