@@ -8,7 +8,8 @@ use std::path::PathBuf;
     name = "webhook-deploy",
     version,
     about = "Deploy, inspect and tear down the serverless payment-webhook pipeline on AWS",
-    after_help = "Exit codes: 0 success / in sync, 1 error, 2 `plan` or `status` found changes or drift."
+    after_help = "Exit codes: 0 success / in sync, 1 error, 2 `plan` or `status` found changes or drift.\n\
+                  Logs: WEBHOOK_DEPLOY_LOG=debug (a tracing filter, e.g. aws_smithy_runtime=trace) shows the SDK's tracing on stderr."
 )]
 pub struct Cli {
     #[command(subcommand)]
